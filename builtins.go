@@ -1,0 +1,124 @@
+package dist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/godist/dist/internal/codec"
+	"github.com/godist/dist/internal/wire"
+)
+
+// Names of the functions the runtime itself registers. They start with '_' so that they never
+// clash with user functions.
+const (
+	fnHello   = "_dist.hello"
+	fnJoin    = "_dist.join"
+	fnPeers   = "_dist.peers"
+	fnExit    = "_dist.exit"
+	fnDrop    = "_dist.drop"
+	fnGrow    = "_dist.grow"
+	fnFetch   = "_dist.fetch"
+	fnReady   = "_dist.ready"
+	fnChNew   = "_dist.ch.new"
+	fnChPut   = "_dist.ch.put"
+	fnChTake  = "_dist.ch.take"
+	fnChFetch = "_dist.ch.fetch"
+	fnChReady = "_dist.ch.ready"
+	fnChClose = "_dist.ch.close"
+	fnPing    = "_dist.ping"
+	fnLookup  = "_dist.lookup"
+)
+
+// builtin registers a runtime function with a typed argument and result.
+func builtin[In, Out any](name string, fn func(ctx context.Context, c *Cluster, in In) (Out, error)) {
+	register(name, func(ctx context.Context, fr *wire.Frame, arg []byte) (wire.Msg, error) {
+		var in In
+		if err := codec.Decode(arg, fr.Raw, &in); err != nil {
+			return wire.Msg{}, fmt.Errorf("%w: argument of %s: %v", ErrTypeMismatch, name, err)
+		}
+		c := Current(ctx)
+		if c == nil {
+			return wire.Msg{}, errors.New("dist: no cluster in this process")
+		}
+		out, err := fn(ctx, c, in)
+		if err != nil {
+			return wire.Msg{}, err
+		}
+		return codec.Encode(nil, out)
+	})
+}
+
+// rawBuiltin registers a runtime function that sees the frame: for values that pass through
+// without being decoded (channel items, stored results).
+func rawBuiltin(name string, fn func(ctx context.Context, c *Cluster, fr *wire.Frame, arg []byte) (wire.Msg, error)) {
+	register(name, func(ctx context.Context, fr *wire.Frame, arg []byte) (wire.Msg, error) {
+		c := Current(ctx)
+		if c == nil {
+			return wire.Msg{}, errors.New("dist: no cluster in this process")
+		}
+		return fn(ctx, c, fr, arg)
+	})
+}
+
+var exitOnce sync.Once
+
+func init() {
+	builtin(fnHello, func(ctx context.Context, c *Cluster, pid int) (struct{}, error) {
+		return struct{}{}, c.handleHello(ctx, pid)
+	})
+	builtin(fnJoin, func(ctx context.Context, c *Cluster, req joinReq) (joinReply, error) {
+		return c.handleJoin(ctx, req)
+	})
+	builtin(fnPeers, func(ctx context.Context, c *Cluster, u peersUpdate) (struct{}, error) {
+		c.applyPeers(u)
+		return struct{}{}, nil
+	})
+	builtin(fnExit, func(ctx context.Context, c *Cluster, _ struct{}) (struct{}, error) {
+		if c.driver {
+			return struct{}{}, errors.New("the driver does not exit on request")
+		}
+		exitOnce.Do(func() { close(exitRequested) })
+		return struct{}{}, nil
+	})
+	builtin(fnLookup, func(ctx context.Context, c *Cluster, pid int) (peerInfo, error) {
+		c.mu.Lock()
+		p := c.peers[pid]
+		c.mu.Unlock()
+		if p == nil {
+			return peerInfo{}, errors.New("no such process in the cluster")
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.gone != nil {
+			return peerInfo{}, p.gone
+		}
+		return p.info, nil
+	})
+	builtin(fnPing, func(ctx context.Context, c *Cluster, _ struct{}) (struct{}, error) {
+		return struct{}{}, nil
+	})
+	builtin(fnDrop, func(ctx context.Context, c *Cluster, drops []refDrop) (struct{}, error) {
+		from := CallerPid(ctx)
+		for _, d := range drops {
+			c.refs.drop(refKey{d.Whence, d.Num}, d.Weight, from)
+		}
+		return struct{}{}, nil
+	})
+	builtin(fnGrow, func(ctx context.Context, c *Cluster, d refDrop) (struct{}, error) {
+		c.refs.add(refKey{d.Whence, d.Num}, d.Weight)
+		return struct{}{}, nil
+	})
+	rawBuiltin(fnFetch, func(ctx context.Context, c *Cluster, fr *wire.Frame, arg []byte) (wire.Msg, error) {
+		var id refID
+		if err := codec.Unmarshal(arg, &id); err != nil {
+			return wire.Msg{}, fmt.Errorf("%w: %v", ErrTypeMismatch, err)
+		}
+		return c.refs.get(id.key(), CallerPid(ctx)).wait(ctx)
+	})
+	builtin(fnReady, func(ctx context.Context, c *Cluster, id refID) (bool, error) {
+		return c.refs.get(id.key(), CallerPid(ctx)).isReady(), nil
+	})
+	registerChannelBuiltins()
+}

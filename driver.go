@@ -1,0 +1,219 @@
+package dist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// joinReq is the driver's first message to a new worker.
+type joinReq struct {
+	_     struct{} `cbor:",toarray"`
+	Pid   int
+	Peers []peerInfo
+}
+
+type joinReply struct {
+	_     struct{} `cbor:",toarray"`
+	Host  string
+	OSPid int
+}
+
+// AddProcs launches n workers with m (nil for the local manager) and returns their pids,
+// ascending, once each has joined. Pids are given in the order workers join and never reused.
+// If some workers fail, AddProcs returns the pids of those that joined and an error naming
+// each failure; the failed ones are killed. Only the driver may add workers.
+func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option) ([]int, error) {
+	if !c.driver {
+		return nil, ErrNotDriver
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	if m == nil {
+		m = LocalManager()
+	}
+	cfg := c.cfg
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.launchTimeout)
+	defer cancel()
+	spec := LaunchSpec{
+		Count: n,
+		Config: WorkerConfig{
+			Cookie:         string(c.cookie),
+			Network:        "unix",
+			Bind:           c.sockDir,
+			ConnectTimeout: cfg.launchTimeout,
+		},
+		Timeout: cfg.launchTimeout,
+	}
+	procs, lerr := m.Launch(ctx, spec)
+	var (
+		mu   sync.Mutex
+		pids []int
+		errs []error
+		wg   sync.WaitGroup
+	)
+	if lerr != nil {
+		errs = append(errs, lerr)
+	}
+	for _, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pid, err := c.join(ctx, p)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				p.Kill()
+				p.SetPid(0)
+				return
+			}
+			pids = append(pids, pid)
+		}()
+	}
+	wg.Wait()
+	sort.Ints(pids)
+	return pids, errors.Join(errs...)
+}
+
+// join connects to a launched worker, gives it the next pid and the membership, and tells
+// the other workers about it.
+func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
+	if cp, ok := p.(interface{ SetOutput(OutputFunc) }); ok {
+		cp.SetOutput(c.printLine)
+	}
+	network, addr := p.Addr()
+	conn, err := c.dial(ctx, network, addr, 0)
+	if err != nil {
+		return 0, fmt.Errorf("dist: connecting to new worker at %s: %w", addr, err)
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		conn.Close()
+		return 0, errors.New("dist: cluster closed while a worker was starting")
+	}
+	pid := c.nextPid
+	c.nextPid++
+	c.mu.Unlock()
+	// The worker learns who we are from the join itself.
+	c.mu.Lock()
+	st := c.conns[conn]
+	c.mu.Unlock()
+	if st != nil {
+		st.pid.Store(int64(pid))
+	}
+	m, err := c.encodeCall(ctx, callHeader{Fn: fnJoin}, joinReq{Pid: pid})
+	if err != nil {
+		conn.Close()
+		return 0, err
+	}
+	fr, err := conn.Call(ctx, m)
+	if err != nil {
+		conn.Close()
+		return 0, fmt.Errorf("dist: worker at %s did not join: %w", addr, err)
+	}
+	rep, err := decodeReply[joinReply](fnJoin, fr)
+	if err != nil {
+		conn.Close()
+		return 0, fmt.Errorf("dist: worker at %s refused to join: %w", addr, err)
+	}
+	info := peerInfo{Pid: pid, Network: network, Addr: addr, Host: rep.Host, OSPid: rep.OSPid}
+	// Joins are announced one at a time, so that of two workers joining together each learns
+	// of the other: the new one gets everybody, everybody else gets the new one.
+	c.joinMu.Lock()
+	c.mu.Lock()
+	c.peers[pid] = &peer{info: info, proc: p, conn: conn}
+	var all []peerInfo
+	for _, q := range c.peers {
+		q.mu.Lock()
+		if q.gone == nil {
+			all = append(all, q.info)
+		}
+		q.mu.Unlock()
+	}
+	c.mu.Unlock()
+	c.send(ctx, pid, callHeader{Fn: fnPeers}, peersUpdate{Add: all})
+	c.broadcastPeers(peersUpdate{Add: []peerInfo{info}})
+	c.joinMu.Unlock()
+	p.SetPid(pid)
+	// A worker that dies without its connection noticing (it never does on one host, but a
+	// dead host may) is still removed once its process handle reports the exit.
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		select {
+		case <-c.ctx.Done():
+		case <-procDone(p):
+			c.workerGone(pid, fmt.Errorf("process ended: %v", p.Wait()))
+		}
+	}()
+	return pid, nil
+}
+
+func procDone(p Process) <-chan struct{} {
+	if d, ok := p.(interface{ Done() <-chan struct{} }); ok {
+		return d.Done()
+	}
+	ch := make(chan struct{})
+	go func() { p.Wait(); close(ch) }()
+	return ch
+}
+
+func (c *Cluster) printLine(label, line string) {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	fmt.Fprintf(c.cfg.output, "%s: %s\n", label, line)
+}
+
+// RmProcs stops the given workers: each is asked to exit, and killed if it has not within a
+// few seconds or when ctx ends. It returns once all of them have exited. Pid 1 and pids that
+// are not workers are ignored. Only the driver may remove workers.
+func (c *Cluster) RmProcs(ctx context.Context, pids ...int) error {
+	if !c.driver {
+		return ErrNotDriver
+	}
+	var wg sync.WaitGroup
+	for _, pid := range pids {
+		c.mu.Lock()
+		p := c.peers[pid]
+		c.mu.Unlock()
+		if pid <= 1 || p == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.send(ctx, pid, callHeader{Fn: fnExit}, struct{}{})
+			if p.proc != nil {
+				select {
+				case <-procDone(p.proc):
+				case <-time.After(5 * time.Second):
+					c.log.Warn("worker did not exit when asked; killing it", "pid", pid)
+				case <-ctx.Done():
+				}
+				p.proc.Kill()
+				p.proc.Wait()
+			}
+			c.workerGone(pid, errors.New("removed by RmProcs"))
+			c.mu.Lock()
+			delete(c.peers, pid)
+			c.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// realWorkers returns the worker pids without Workers' [1] fallback.
+func (c *Cluster) realWorkers() []int {
+	return slices.DeleteFunc(c.Procs(), func(p int) bool { return p == 1 })
+}

@@ -1,0 +1,319 @@
+package dist
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/godist/dist/internal/codec"
+	"github.com/godist/dist/internal/wire"
+)
+
+// Future is the result of a call started with Func.Go: a write-once value owned by the
+// process that computed it (Where). The first Fetch caches the value locally and gives the
+// reference back, so later Fetches cost nothing and the owner can free its copy.
+//
+// A *Future may be passed inside the argument of a remote function; the receiver can Fetch it
+// from the owner. The owner keeps the value while any process holds a reference; Release gives
+// this process's reference back early, and an unreachable Future releases itself.
+type Future[T any] struct {
+	c       *Cluster
+	id      refID
+	hold    *refHold
+	pending bool // this process started the call and its reply will arrive by itself
+
+	mu   sync.Mutex
+	done chan struct{} // closed once val/err are known here
+	val  T
+	err  error
+}
+
+func newFuture[T any](c *Cluster, id refID, weight int64, pending bool) *Future[T] {
+	f := &Future[T]{c: c, id: id, pending: pending, done: make(chan struct{})}
+	if weight > 0 {
+		f.hold = &refHold{c: c, id: id, weight: weight}
+		runtime.AddCleanup(f, func(h *refHold) { h.release() }, f.hold)
+	}
+	return f
+}
+
+func failedFuture[T any](c *Cluster, pid int, err error) *Future[T] {
+	f := newFuture[T](c, refID{Owner: pid}, 0, true)
+	var zero T
+	f.set(zero, err)
+	return f
+}
+
+// set records the value once; later calls are ignored.
+func (f *Future[T]) set(v T, err error) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.done:
+		return false
+	default:
+	}
+	f.val, f.err = v, err
+	close(f.done)
+	return true
+}
+
+// goRemote starts fn(in) on pid, asking pid to keep the result under a new reference.
+func goRemote[Out any](ctx context.Context, c *Cluster, pid int, fn string, in any) *Future[Out] {
+	id := refID{Owner: pid, Whence: c.MyID(), Num: c.nextRef.Add(1)}
+	f := newFuture[Out](c, id, initialWeight, true)
+	var zero Out
+	conn, err := c.connTo(ctx, pid)
+	if err != nil {
+		f.hold.weight = 0 // nothing was created on pid
+		f.set(zero, err)
+		return f
+	}
+	m, err := c.encodeCall(ctx, callHeader{Fn: fn, Store: id.Num}, in)
+	if err != nil {
+		f.hold.weight = 0
+		f.set(zero, err)
+		return f
+	}
+	var stop func() bool
+	reqID, err := conn.StartFunc(m, func(fr *wire.Frame, err error) {
+		if stop != nil {
+			stop()
+		}
+		if err != nil {
+			f.set(zero, &ProcessExitedError{Pid: pid, Cause: err})
+			return
+		}
+		v, err := decodeReply[Out](fn, fr)
+		f.set(v, err)
+		f.hold.release() // the value is here now: the owner need not keep it for us
+	})
+	if err != nil {
+		f.hold.weight = 0
+		f.set(zero, &ProcessExitedError{Pid: pid, Cause: err})
+		return f
+	}
+	if ctx.Done() != nil {
+		// Registered after StartFunc, so stop may still be nil when a fast reply arrives:
+		// the AfterFunc then finds the future set and does nothing harmful.
+		stop = context.AfterFunc(ctx, func() {
+			if f.set(zero, ctx.Err()) {
+				conn.Cancel(reqID)
+			}
+		})
+	}
+	return f
+}
+
+// newLocalFuture makes a future for a call running in this process; its value is also filed
+// in this process's reference table so that other processes can fetch it.
+func newLocalFuture[T any](c *Cluster) (*Future[T], func(T, error)) {
+	id := refID{Owner: c.MyID(), Whence: c.MyID(), Num: c.nextRef.Add(1)}
+	e := c.refs.add(id.key(), initialWeight)
+	f := newFuture[T](c, id, initialWeight, true)
+	return f, func(v T, err error) {
+		if err != nil {
+			e.set(wire.Msg{}, err, c.MyID(), "")
+		} else if m, merr := codec.Encode(nil, v); merr != nil {
+			e.set(wire.Msg{}, merr, c.MyID(), "")
+		} else {
+			e.set(m, nil, c.MyID(), "")
+		}
+		f.set(v, err)
+		f.hold.release()
+	}
+}
+
+// Where returns the pid of the process that owns the value.
+func (f *Future[T]) Where() int { return f.id.Owner }
+
+// Ready reports whether the value is available here without waiting. For a Future received
+// from another process, it asks the owner, waiting at most one second for the answer.
+func (f *Future[T]) Ready() bool {
+	select {
+	case <-f.done:
+		return true
+	default:
+	}
+	if f.pending {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(f.c.ctx, time.Second)
+	defer cancel()
+	ok, err := f.c.refCall(ctx, f.id, fnReady)
+	return err == nil && ok
+}
+
+// Fetch waits for the value and returns it with the remote call's error, if any. The value is
+// cached: later Fetches return it at once. ctx bounds only this wait.
+func (f *Future[T]) Fetch(ctx context.Context) (T, error) {
+	select {
+	case <-f.done:
+		return f.val, f.err
+	default:
+	}
+	if !f.pending {
+		var zero T
+		if f.hold == nil {
+			return zero, ErrReleased
+		}
+		f.hold.mu.Lock()
+		w := f.hold.weight
+		f.hold.mu.Unlock()
+		if w == 0 {
+			return zero, ErrReleased
+		}
+		m, err := f.c.fetchRef(ctx, f.id, fnFetch)
+		if err != nil && ctx.Err() != nil {
+			return zero, err
+		}
+		var v T
+		if err == nil {
+			if derr := codec.Decode(m.CBOR, m.RawValue, &v); derr != nil {
+				err = derr
+			}
+		}
+		f.set(v, err)
+		f.hold.release()
+	}
+	select {
+	case <-f.done:
+		return f.val, f.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+// Wait waits until the value is available and returns the remote call's error, if any.
+func (f *Future[T]) Wait(ctx context.Context) error {
+	_, err := f.Fetch(ctx)
+	return err
+}
+
+// Release gives this process's reference back to the owner. A value already fetched stays
+// available here; otherwise Fetch fails with ErrReleased, unless the reply of the call this
+// process started is still to come.
+func (f *Future[T]) Release() {
+	if f.hold != nil {
+		f.hold.release()
+	}
+}
+
+// futureWire is how a Future travels inside an argument.
+type futureWire struct {
+	_      struct{} `cbor:",toarray"`
+	ID     refID
+	Weight int64
+	Ready  bool
+	Err    *errRecord
+	Val    cbor.RawMessage
+}
+
+// MarshalCBOR lets a *Future travel inside a remote call's argument: a value already here
+// travels with it, otherwise part of this process's reference goes to the receiver.
+func (f *Future[T]) MarshalCBOR() ([]byte, error) {
+	w := futureWire{ID: f.id}
+	select {
+	case <-f.done:
+		w.Ready = true
+		if f.err != nil {
+			w.Err = recordOf(f.c.MyID(), "", f.err)
+		} else {
+			b, err := codec.Marshal(f.val)
+			if err != nil {
+				return nil, err
+			}
+			w.Val = b
+		}
+	default:
+		if f.hold == nil {
+			return nil, ErrReleased
+		}
+		weight, err := f.hold.split()
+		if err != nil {
+			return nil, err
+		}
+		w.Weight = weight
+	}
+	return codec.Marshal(&w)
+}
+
+// UnmarshalCBOR is the receiving side of MarshalCBOR.
+func (f *Future[T]) UnmarshalCBOR(data []byte) error {
+	var w futureWire
+	if err := codec.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	c := Current(context.Background())
+	*f = Future[T]{c: c, id: w.ID, done: make(chan struct{})}
+	if w.Ready {
+		var v T
+		var err error
+		if w.Err != nil {
+			err = w.Err.toError()
+		} else if err = codec.Unmarshal(w.Val, &v); err != nil {
+			return err
+		}
+		f.set(v, err)
+		return nil
+	}
+	if c == nil {
+		return ErrNotDriver
+	}
+	f.hold = &refHold{c: c, id: w.ID, weight: w.Weight}
+	runtime.AddCleanup(f, func(h *refHold) { h.release() }, f.hold)
+	return nil
+}
+
+// fetchRef waits on the owner for a reference's value.
+func (c *Cluster) fetchRef(ctx context.Context, id refID, fn string) (wire.Msg, error) {
+	if id.Owner == c.MyID() {
+		return c.refs.get(id.key(), c.MyID()).wait(ctx)
+	}
+	fr, err := c.call(ctx, id.Owner, callHeader{Fn: fn}, id)
+	if err != nil {
+		return wire.Msg{}, err
+	}
+	if fr.Kind == wire.KindError {
+		_, err := decodeReply[struct{}](fn, fr)
+		return wire.Msg{}, err
+	}
+	m := wire.Msg{CBOR: fr.CBOR}
+	if fr.Raw != nil {
+		m.RawKind, m.Raw, _ = wire.RawOf(fr.Raw)
+		m.RawValue = fr.Raw
+	}
+	return m, nil
+}
+
+// refCall asks the owner a yes/no question about a reference.
+func (c *Cluster) refCall(ctx context.Context, id refID, fn string) (bool, error) {
+	if id.Owner == c.MyID() {
+		h, _ := lookup(fn)
+		m, err := h(context.WithValue(ctx, localCallKey{}, true), &wire.Frame{}, mustMarshal(id))
+		if err != nil {
+			return false, err
+		}
+		var ok bool
+		err = codec.Decode(m.CBOR, nil, &ok)
+		return ok, err
+	}
+	fr, err := c.call(ctx, id.Owner, callHeader{Fn: fn}, id)
+	if err != nil {
+		return false, err
+	}
+	return decodeReply[bool](fn, fr)
+}
+
+type localCallKey struct{}
+
+func mustMarshal(v any) []byte {
+	b, err := codec.Marshal(v)
+	if err != nil {
+		panic(err) // only used on this package's own plain structs
+	}
+	return b
+}

@@ -1,0 +1,118 @@
+// Package codec turns Go values into wire messages and back: CBOR for structure, and a raw
+// little-endian part for a top-level numeric slice so that bulk data is never encoded per element.
+package codec
+
+import (
+	"fmt"
+	"reflect"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/godist/dist/internal/wire"
+)
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	encMode, err = cbor.EncOptions{Time: cbor.TimeRFC3339Nano}.EncMode()
+	if err != nil {
+		panic(err) // static options: a failure here is a programming error caught by any test
+	}
+	// Limits keep a small hostile message from making us allocate much: counts are checked
+	// against these before allocation, lengths against the frame's size.
+	decMode, err = cbor.DecOptions{
+		MaxNestedLevels:  64,
+		MaxArrayElements: 16 << 20,
+		MaxMapPairs:      16 << 20,
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsAllowed,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Marshal encodes v as CBOR only.
+func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
+
+// Unmarshal decodes CBOR data into v, a non-nil pointer, with the hardened limits.
+func Unmarshal(data []byte, v any) error { return decMode.Unmarshal(data, v) }
+
+// UnmarshalFirst decodes the first CBOR item of data into v and returns the rest.
+func UnmarshalFirst(data []byte, v any) ([]byte, error) { return decMode.UnmarshalFirst(data, v) }
+
+// Encode appends v to prefix and returns a message. A numeric slice travels in the raw part
+// (aliasing v's memory); anything else is CBOR appended after prefix.
+func Encode(prefix []byte, v any) (wire.Msg, error) {
+	if k, raw, ok := wire.RawOf(v); ok {
+		return wire.Msg{CBOR: prefix, RawKind: k, Raw: raw, RawValue: v}, nil
+	}
+	b, err := encMode.Marshal(v)
+	if err != nil {
+		return wire.Msg{}, fmt.Errorf("encode %T: %w", v, err)
+	}
+	if len(prefix) == 0 {
+		return wire.Msg{CBOR: b}, nil
+	}
+	return wire.Msg{CBOR: append(prefix, b...)}, nil
+}
+
+// Decode stores into v (a non-nil pointer) the value held by data (CBOR) or raw (a slice made
+// by wire.MakeRaw). A raw slice is handed over without a copy when v's element type matches.
+func Decode(data []byte, raw any, v any) error {
+	if raw == nil {
+		if len(data) == 0 {
+			return fmt.Errorf("decode %T: empty message", v)
+		}
+		if err := decMode.Unmarshal(data, v); err != nil {
+			return fmt.Errorf("decode %T: %w", v, err)
+		}
+		return nil
+	}
+	if p, ok := v.(*any); ok {
+		*p = raw
+		return nil
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("decode: need a non-nil pointer, got %T", v)
+	}
+	dst := rv.Elem()
+	src := reflect.ValueOf(raw)
+	if src.Type().AssignableTo(dst.Type()) {
+		dst.Set(src)
+		return nil
+	}
+	// int/uint travel as 64-bit; a named slice type of a matching element is converted.
+	if dst.Kind() == reflect.Slice && src.Len() > 0 && sameLayout(src.Type().Elem(), dst.Type().Elem()) {
+		s := reflect.SliceAt(dst.Type().Elem(), src.UnsafePointer(), src.Len())
+		dst.Set(s.Convert(dst.Type()))
+		return nil
+	}
+	if dst.Kind() == reflect.Slice && src.Len() == 0 && sameLayout(src.Type().Elem(), dst.Type().Elem()) {
+		dst.Set(reflect.MakeSlice(dst.Type(), 0, 0))
+		return nil
+	}
+	if dst.Kind() == reflect.Interface && src.Type().Implements(dst.Type()) {
+		dst.Set(src)
+		return nil
+	}
+	return fmt.Errorf("decode: a %s cannot be stored in a %s", src.Type(), dst.Type())
+}
+
+func sameLayout(a, b reflect.Type) bool {
+	if a.Size() != b.Size() {
+		return false
+	}
+	ka, kb := a.Kind(), b.Kind()
+	if ka == kb {
+		return true
+	}
+	isInt := func(k reflect.Kind) bool { return k >= reflect.Int && k <= reflect.Int64 }
+	isUint := func(k reflect.Kind) bool { return k >= reflect.Uint && k <= reflect.Uint64 }
+	return (isInt(ka) && isInt(kb)) || (isUint(ka) && isUint(kb))
+}

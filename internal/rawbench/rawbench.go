@@ -1,0 +1,214 @@
+// Package rawbench measures the raw cost of moving bytes between two real
+// processes of this machine, so that `godist bench` can put its own figures
+// next to the floor that any Go RPC over the same kind of socket could reach.
+//
+// Every measurement that needs a second process re-executes the current
+// binary (os.Executable) as a peer. Such binaries must therefore call
+// ChildMain early in main (and in TestMain for test binaries).
+package rawbench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"time"
+)
+
+// msgSize is the ping-pong payload: small enough that the figure is pure
+// per-message latency (syscalls, wake-ups), not bandwidth.
+const msgSize = 64
+
+// bulkChunk is the write size for Bulk: large enough that per-syscall
+// overhead is negligible against the copy cost, like a big RPC payload.
+const bulkChunk = 4 << 20
+
+// PingPongResult holds round-trip latencies, so that callers can compare
+// both the typical (P50) and the tail (P99) cost of an RPC against the floor.
+type PingPongResult struct {
+	P50, P99 time.Duration
+	// Rounds is the number of measured round trips (warm-up excluded), so a
+	// report can tell how much weight the P99 carries.
+	Rounds int
+}
+
+// PingPong starts a peer process (os.Executable() re-executed with
+// GODIST_RAWBENCH_PEER set), connects to it over network "unix" (socket in a
+// temp dir) or "tcp" (127.0.0.1, port 0), then does rounds round trips of a
+// 64-byte message (write 64, peer echoes 64, read 64) after a warm-up, and
+// returns percentiles. Plain blocking net.Conn Read/Write from one goroutine
+// on each side: this is the floor a Go RPC over the same socket can reach.
+func PingPong(ctx context.Context, network string, rounds int) (PingPongResult, error) {
+	if rounds < 1 {
+		return PingPongResult{}, fmt.Errorf("rawbench: ping-pong: rounds must be >= 1, got %d", rounds)
+	}
+	p, err := startPeer(ctx, network, modePingPong)
+	if err != nil {
+		return PingPongResult{}, err
+	}
+	res, err := runPingPong(ctx, p, rounds)
+	cerr := p.close(err == nil)
+	if err != nil {
+		return PingPongResult{}, err
+	}
+	if cerr != nil {
+		return PingPongResult{}, cerr
+	}
+	return res, nil
+}
+
+// warmupRounds is enough to fault in buffers, settle the scheduler and let
+// the CPU clock up, without costing much for a short run.
+func warmupRounds(rounds int) int {
+	return min(max(rounds/10, 16), 1000)
+}
+
+func runPingPong(ctx context.Context, p *peer, rounds int) (PingPongResult, error) {
+	warm := warmupRounds(rounds)
+	out := make([]byte, msgSize)
+	in := make([]byte, msgSize)
+	// Preallocate for ordinary runs only: a huge rounds meant as "until
+	// ctx ends" must not reserve gigabytes up front.
+	lat := make([]time.Duration, 0, min(rounds, 1<<20))
+	for i := range warm + rounds {
+		binary.LittleEndian.PutUint64(out, uint64(i))
+		t0 := time.Now()
+		if _, err := p.conn.Write(out); err != nil {
+			return PingPongResult{}, p.ioError(ctx, fmt.Sprintf("ping-pong write, round %d", i), err)
+		}
+		if _, err := io.ReadFull(p.conn, in); err != nil {
+			return PingPongResult{}, p.ioError(ctx, fmt.Sprintf("ping-pong read, round %d", i), err)
+		}
+		d := time.Since(t0)
+		if got := binary.LittleEndian.Uint64(in); got != uint64(i) {
+			return PingPongResult{}, fmt.Errorf("rawbench: ping-pong round %d: peer echoed message %d", i, got)
+		}
+		if i >= warm {
+			lat = append(lat, d)
+		}
+	}
+	slices.Sort(lat)
+	return PingPongResult{
+		P50:    percentile(lat, 0.50),
+		P99:    percentile(lat, 0.99),
+		Rounds: len(lat),
+	}, nil
+}
+
+// percentile uses the nearest-rank method on sorted data so the result is
+// always a latency that was actually observed.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// Bulk starts a peer and streams total bytes from this process to the peer
+// over network "unix" or "tcp" in 4 MiB writes (the peer reads into a buffer
+// and discards, then acks with 1 byte at the end), and returns MB/s (1e6
+// bytes per second) of the best of repeats runs. Best-of rather than mean
+// because the floor is what a comparison needs, and noise only ever slows.
+func Bulk(ctx context.Context, network string, total int64, repeats int) (float64, error) {
+	if total < 1 {
+		return 0, fmt.Errorf("rawbench: bulk: total must be >= 1 byte, got %d", total)
+	}
+	if repeats < 1 {
+		return 0, fmt.Errorf("rawbench: bulk: repeats must be >= 1, got %d", repeats)
+	}
+	p, err := startPeer(ctx, network, modeBulk)
+	if err != nil {
+		return 0, err
+	}
+	best, err := runBulk(ctx, p, total, repeats)
+	cerr := p.close(err == nil)
+	if err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	return best, nil
+}
+
+func runBulk(ctx context.Context, p *peer, total int64, repeats int) (float64, error) {
+	buf := make([]byte, bulkChunk)
+	for i := range buf {
+		buf[i] = byte(i) // fault the pages in outside the timed region
+	}
+	var hdr [8]byte
+	var ack [1]byte
+	best := 0.0
+	for r := range repeats {
+		t0 := time.Now()
+		binary.LittleEndian.PutUint64(hdr[:], uint64(total))
+		if _, err := p.conn.Write(hdr[:]); err != nil {
+			return 0, p.ioError(ctx, fmt.Sprintf("bulk run %d: write header", r), err)
+		}
+		for left := total; left > 0; {
+			n := int(min(left, int64(len(buf))))
+			if _, err := p.conn.Write(buf[:n]); err != nil {
+				return 0, p.ioError(ctx, fmt.Sprintf("bulk run %d: write", r), err)
+			}
+			left -= int64(n)
+		}
+		if _, err := io.ReadFull(p.conn, ack[:]); err != nil {
+			return 0, p.ioError(ctx, fmt.Sprintf("bulk run %d: read ack", r), err)
+		}
+		el := time.Since(t0)
+		if ack[0] != bulkAck {
+			return 0, fmt.Errorf("rawbench: bulk run %d: bad ack byte %#x", r, ack[0])
+		}
+		if el <= 0 {
+			el = 1 // clock granularity: avoid +Inf
+		}
+		best = max(best, float64(total)/el.Seconds()/1e6)
+	}
+	return best, nil
+}
+
+// Memcpy returns MB/s (1e6 bytes per second) of copy() between two []byte of
+// size bytes, best of repeats: the in-process ceiling against which any
+// cross-process transfer (which copies at least twice) can be judged.
+// It returns 0 if size < 1; repeats < 1 counts as 1.
+func Memcpy(size int, repeats int) float64 {
+	if size < 1 {
+		return 0
+	}
+	repeats = max(repeats, 1)
+	src := make([]byte, size)
+	dst := make([]byte, size)
+	// Fill src with a pattern (so its pages are really mapped, not the
+	// shared zero page) by doubling copies, far cheaper than a byte loop.
+	for i := range min(4096, size) {
+		src[i] = byte(i)
+	}
+	for n := 4096; n < size; n *= 2 {
+		copy(src[n:], src[:n])
+	}
+	copy(dst, src) // fault dst in, so page faults are not timed
+	// Small sizes are copied several times per timing so that the clock's
+	// granularity does not dominate.
+	inner := max(1, (64<<20)/size)
+	best := 0.0
+	for range repeats {
+		t0 := time.Now()
+		for range inner {
+			copy(dst, src)
+		}
+		el := time.Since(t0)
+		if el <= 0 {
+			el = 1
+		}
+		best = max(best, float64(size)*float64(inner)/el.Seconds()/1e6)
+	}
+	return best
+}
+
+// errPeerGone tells apart "the peer died" from local socket trouble in
+// error chains.
+var errPeerGone = errors.New("peer process exited")

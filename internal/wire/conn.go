@@ -1,0 +1,307 @@
+package wire
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrClosed is wrapped by the errors of calls on a connection that has ended.
+var ErrClosed = errors.New("wire: connection closed")
+
+// Msg is an outgoing message: a CBOR part and an optional raw part. Raw aliases the caller's
+// slice; Send does not return before the bytes are written or copied.
+type Msg struct {
+	CBOR    []byte
+	RawKind RawKind
+	Raw     []byte
+	Flags   uint16
+	// RawValue is the typed slice Raw views, when the sender has it; it is not sent.
+	RawValue any
+}
+
+// Handler receives the frames of kind request, oneway and cancel. It runs on the connection's
+// reader goroutine, so it must not block: a handler that does work starts a goroutine.
+type Handler func(c *Conn, f *Frame)
+
+// Conn is a multiplexed connection: many calls in flight, replies matched by id, writes from
+// many goroutines coalesced into few system calls.
+type Conn struct {
+	nc      net.Conn
+	lim     Limits
+	handler Handler
+	onClose func(error)
+
+	nextID  atomic.Uint64
+	mu      sync.Mutex
+	pending map[uint64]func(*Frame, error)
+	err     error // why the connection ended; set once
+	done    chan struct{}
+
+	w writer
+}
+
+// copyThreshold is the raw size up to which a message is copied into the send buffer. Larger
+// raw parts are written from the caller's memory with writev and the sender waits for the write.
+const copyThreshold = 64 << 10
+
+// NewConn starts serving a connection that has completed its handshake. onClose, if not nil,
+// is called once with the reason the connection ended, after pending calls have failed.
+func NewConn(nc net.Conn, lim Limits, h Handler, onClose func(error)) *Conn {
+	c := &Conn{
+		nc:      nc,
+		lim:     lim,
+		handler: h,
+		onClose: onClose,
+		pending: make(map[uint64]func(*Frame, error)),
+		done:    make(chan struct{}),
+	}
+	c.w.init(nc)
+	go c.readLoop()
+	return c
+}
+
+// RemoteAddr returns the address of the other end.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection ended, or nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close ends the connection; pending calls fail with an error wrapping ErrClosed.
+func (c *Conn) Close() error {
+	c.shutdown(fmt.Errorf("%w by this process", ErrClosed))
+	return nil
+}
+
+func (c *Conn) shutdown(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	c.nc.Close()
+	c.w.fail(err)
+	close(c.done)
+	for _, cb := range pending {
+		cb(nil, err)
+	}
+	if c.onClose != nil {
+		c.onClose(err)
+	}
+}
+
+func (c *Conn) readLoop() {
+	r := bufio.NewReaderSize(c.nc, 256<<10)
+	for {
+		f, err := ReadFrame(r, c.lim)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				err = fmt.Errorf("%w: %w", ErrClosed, err)
+			} else if !errors.Is(err, ErrFrame) {
+				err = fmt.Errorf("%w: read: %w", ErrClosed, err)
+			}
+			c.shutdown(err)
+			return
+		}
+		switch f.Kind {
+		case KindReply, KindError:
+			c.mu.Lock()
+			cb, ok := c.pending[f.ID]
+			if ok {
+				delete(c.pending, f.ID)
+			}
+			c.mu.Unlock()
+			if ok {
+				cb(f, nil)
+			}
+			// A reply nobody waits for belongs to a call that was cancelled: drop it.
+		default:
+			c.handler(c, f)
+		}
+	}
+}
+
+// Call sends a request and waits for its reply frame (kind reply or error). If ctx ends
+// first, a cancel frame is sent so that the other end can stop working on it.
+func (c *Conn) Call(ctx context.Context, m Msg) (*Frame, error) {
+	type result struct {
+		f   *Frame
+		err error
+	}
+	ch := make(chan result, 1)
+	id, err := c.StartFunc(m, func(f *Frame, err error) { ch <- result{f, err} })
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return r.f, r.err
+	case <-ctx.Done():
+		c.Cancel(id)
+		return nil, ctx.Err()
+	}
+}
+
+// StartFunc sends a request and arranges for done to be called exactly once with its reply
+// frame or with the error that ended the connection, unless Cancel or Forget comes first.
+// done runs on the connection's reader goroutine and must not block.
+func (c *Conn) StartFunc(m Msg, done func(*Frame, error)) (uint64, error) {
+	id := c.nextID.Add(1)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	c.pending[id] = done
+	c.mu.Unlock()
+	if err := c.Send(KindRequest, id, m); err != nil {
+		c.Forget(id)
+		return 0, err
+	}
+	return id, nil
+}
+
+// Cancel forgets request id and tells the other end to stop working on it.
+func (c *Conn) Cancel(id uint64) {
+	c.Forget(id)
+	c.Send(KindCancel, id, Msg{}) // best effort: a dead connection needs no cancel
+}
+
+// Forget stops waiting for the reply to request id; a reply that still comes is dropped.
+func (c *Conn) Forget(id uint64) {
+	c.mu.Lock()
+	if c.pending != nil {
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
+}
+
+// Send writes one frame of the given kind and id.
+func (c *Conn) Send(kind Kind, id uint64, m Msg) error {
+	if len(m.CBOR) > c.lim.MaxCBOR || len(m.Raw) > c.lim.MaxRaw {
+		return fmt.Errorf("%w: message of %d+%d bytes exceeds the limits (%d, %d)", ErrFrame, len(m.CBOR), len(m.Raw), c.lim.MaxCBOR, c.lim.MaxRaw)
+	}
+	var hb [HeaderSize]byte
+	PutHeader(hb[:], Header{CBORLen: uint32(len(m.CBOR)), RawLen: uint64(len(m.Raw)), Kind: kind, Raw: m.RawKind, Flags: m.Flags, ID: id})
+	return c.w.write(hb[:], m.CBOR, m.Raw)
+}
+
+// writer coalesces frames from many goroutines. The first sender to find the writer idle
+// becomes the flusher and writes everything queued, including what others append meanwhile;
+// an idle connection therefore costs no goroutine hand-off per message.
+type writer struct {
+	nc       net.Conn
+	mu       sync.Mutex
+	cond     sync.Cond // broadcast after each flush
+	bufs     net.Buffers
+	tail     []byte // owned buffer at the end of bufs that small frames append to
+	spare    []byte
+	queued   int // bytes in bufs
+	flushing bool
+	seq      uint64 // number of the batch being filled
+	flushed  uint64 // batches written so far
+	err      error
+}
+
+// maxQueued is how far senders may run ahead of the socket before they wait for a flush.
+const maxQueued = 8 << 20
+
+func (w *writer) init(nc net.Conn) {
+	w.nc = nc
+	w.cond.L = &w.mu
+	w.seq = 1
+}
+
+func (w *writer) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
+func (w *writer) write(hdr, cbor, raw []byte) error {
+	w.mu.Lock()
+	for w.err == nil && w.queued > maxQueued && w.flushing {
+		w.cond.Wait()
+	}
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	if w.tail == nil {
+		w.tail = w.spare[:0]
+		w.spare = nil
+	}
+	w.tail = append(w.tail, hdr...)
+	w.tail = append(w.tail, cbor...)
+	byRef := len(raw) > copyThreshold
+	if byRef {
+		w.bufs = append(w.bufs, w.tail, raw)
+		w.tail = nil
+	} else {
+		w.tail = append(w.tail, raw...)
+	}
+	w.queued += len(hdr) + len(cbor) + len(raw)
+	mine := w.seq
+	if w.flushing {
+		if byRef {
+			// The caller may reuse raw once we return: wait until our batch is written.
+			for w.err == nil && w.flushed < mine {
+				w.cond.Wait()
+			}
+			err := w.err
+			w.mu.Unlock()
+			return err
+		}
+		w.mu.Unlock()
+		return nil
+	}
+	w.flushing = true
+	for w.err == nil && (len(w.bufs) > 0 || len(w.tail) > 0) {
+		bufs := w.bufs
+		if len(w.tail) > 0 {
+			bufs = append(bufs, w.tail)
+		}
+		owned := w.tail
+		w.bufs, w.tail, w.queued = nil, nil, 0
+		w.seq++
+		w.mu.Unlock()
+		_, err := bufs.WriteTo(w.nc)
+		w.mu.Lock()
+		w.flushed++
+		if err != nil && w.err == nil {
+			w.err = fmt.Errorf("%w: write: %w", ErrClosed, err)
+		}
+		if cap(owned) <= 1<<20 {
+			w.spare = owned[:0]
+		}
+		w.cond.Broadcast()
+	}
+	w.flushing = false
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		w.nc.Close() // wake the reader so that the connection shuts down
+	}
+	return err
+}

@@ -1,0 +1,268 @@
+// Package wire is godist's transport: frames, the cookie handshake and multiplexed connections.
+//
+// A frame is a fixed 24-byte header followed by a CBOR part and an optional raw part. The raw
+// part carries one numeric slice as little-endian bytes, so that bulk data is written from and
+// read into the Go slice itself instead of being encoded element by element.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"unsafe"
+)
+
+// HeaderSize is the length in bytes of a frame header.
+const HeaderSize = 24
+
+// Kind says what a frame is for.
+type Kind uint8
+
+// Frame kinds. Values are part of the protocol: never renumber them.
+const (
+	KindRequest Kind = 1 // a call that expects a reply with the same id
+	KindOneWay  Kind = 2 // a call that expects no reply
+	KindReply   Kind = 3 // the successful result of the request with the same id
+	KindError   Kind = 4 // the failure of the request with the same id; CBOR part is an error record
+	KindCancel  Kind = 5 // the caller gave up on the request with the same id
+	kindMax     Kind = 5
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindRequest:
+		return "request"
+	case KindOneWay:
+		return "oneway"
+	case KindReply:
+		return "reply"
+	case KindError:
+		return "error"
+	case KindCancel:
+		return "cancel"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// RawKind names the element type of a frame's raw part.
+type RawKind uint8
+
+// Raw element kinds. Values are part of the protocol.
+const (
+	RawNone RawKind = iota
+	RawBytes
+	RawFloat64
+	RawFloat32
+	RawInt64
+	RawInt32
+	RawUint64
+	RawUint32
+	RawInt16
+	RawUint16
+	RawInt8
+	rawMax
+)
+
+// Size returns the size in bytes of one element of kind k, or 0 for RawNone and unknown kinds.
+func (k RawKind) Size() int {
+	switch k {
+	case RawBytes, RawInt8:
+		return 1
+	case RawInt16, RawUint16:
+		return 2
+	case RawFloat32, RawInt32, RawUint32:
+		return 4
+	case RawFloat64, RawInt64, RawUint64:
+		return 8
+	}
+	return 0
+}
+
+// Limits bound what a peer may make this process allocate. They are checked on the header,
+// before any payload byte is read.
+type Limits struct {
+	MaxCBOR int // largest CBOR part of a frame
+	MaxRaw  int // largest raw part of a frame
+}
+
+// DefaultLimits allow 64 MiB of structured data and 2 GiB of raw numeric data in one frame.
+var DefaultLimits = Limits{MaxCBOR: 64 << 20, MaxRaw: 2 << 30}
+
+// Header is the fixed part of a frame.
+type Header struct {
+	CBORLen uint32
+	RawLen  uint64
+	Kind    Kind
+	Raw     RawKind
+	Flags   uint16
+	ID      uint64
+}
+
+// Frame is one decoded frame. Raw, when present, is a slice of the Go type RawKind names
+// (for example []float64), allocated by the reader so that the bytes land in it directly.
+type Frame struct {
+	Header
+	CBOR []byte
+	Raw  any
+}
+
+// ErrFrame is wrapped by every error about a malformed or oversized frame.
+var ErrFrame = errors.New("wire: bad frame")
+
+// PutHeader encodes h into b, which must be at least HeaderSize long.
+func PutHeader(b []byte, h Header) {
+	binary.LittleEndian.PutUint32(b[0:], h.CBORLen)
+	binary.LittleEndian.PutUint64(b[4:], h.RawLen)
+	b[12] = byte(h.Kind)
+	b[13] = byte(h.Raw)
+	binary.LittleEndian.PutUint16(b[14:], h.Flags)
+	binary.LittleEndian.PutUint64(b[16:], h.ID)
+}
+
+// ParseHeader decodes and validates a header against lim.
+func ParseHeader(b []byte, lim Limits) (Header, error) {
+	if len(b) < HeaderSize {
+		return Header{}, fmt.Errorf("%w: header is %d bytes, want %d", ErrFrame, len(b), HeaderSize)
+	}
+	h := Header{
+		CBORLen: binary.LittleEndian.Uint32(b[0:]),
+		RawLen:  binary.LittleEndian.Uint64(b[4:]),
+		Kind:    Kind(b[12]),
+		Raw:     RawKind(b[13]),
+		Flags:   binary.LittleEndian.Uint16(b[14:]),
+		ID:      binary.LittleEndian.Uint64(b[16:]),
+	}
+	switch {
+	case h.Kind == 0 || h.Kind > kindMax:
+		return h, fmt.Errorf("%w: unknown kind %d", ErrFrame, b[12])
+	case h.Raw >= rawMax:
+		return h, fmt.Errorf("%w: unknown raw element kind %d", ErrFrame, b[13])
+	case uint64(h.CBORLen) > uint64(lim.MaxCBOR):
+		return h, fmt.Errorf("%w: CBOR part of %d bytes exceeds the limit of %d", ErrFrame, h.CBORLen, lim.MaxCBOR)
+	case h.RawLen > uint64(lim.MaxRaw):
+		return h, fmt.Errorf("%w: raw part of %d bytes exceeds the limit of %d", ErrFrame, h.RawLen, lim.MaxRaw)
+	case h.Raw == RawNone && h.RawLen != 0:
+		return h, fmt.Errorf("%w: raw part of %d bytes without an element kind", ErrFrame, h.RawLen)
+	case h.Raw != RawNone && h.RawLen%uint64(h.Raw.Size()) != 0:
+		return h, fmt.Errorf("%w: raw part of %d bytes is not a whole number of %d-byte elements", ErrFrame, h.RawLen, h.Raw.Size())
+	}
+	return h, nil
+}
+
+// ReadFrame reads one whole frame. A truncated frame is an error wrapping io.ErrUnexpectedEOF;
+// a clean end of stream before a header is io.EOF.
+func ReadFrame(r io.Reader, lim Limits) (*Frame, error) {
+	var hb [HeaderSize]byte
+	if _, err := io.ReadFull(r, hb[:]); err != nil {
+		return nil, err
+	}
+	h, err := ParseHeader(hb[:], lim)
+	if err != nil {
+		return nil, err
+	}
+	f := &Frame{Header: h}
+	if h.CBORLen > 0 {
+		f.CBOR = make([]byte, h.CBORLen)
+		if _, err := io.ReadFull(r, f.CBOR); err != nil {
+			return nil, truncated(err)
+		}
+	}
+	if h.Raw != RawNone {
+		raw, bytes := MakeRaw(h.Raw, int(h.RawLen)/h.Raw.Size())
+		if _, err := io.ReadFull(r, bytes); err != nil {
+			return nil, truncated(err)
+		}
+		f.Raw = raw
+	}
+	return f, nil
+}
+
+func truncated(err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("%w: truncated: %w", ErrFrame, err)
+}
+
+// MakeRaw allocates a slice of n elements of kind k and returns it with a byte view of its memory.
+func MakeRaw(k RawKind, n int) (any, []byte) {
+	switch k {
+	case RawBytes:
+		s := make([]byte, n)
+		return s, s
+	case RawFloat64:
+		s := make([]float64, n)
+		return s, bytesOf(s)
+	case RawFloat32:
+		s := make([]float32, n)
+		return s, bytesOf(s)
+	case RawInt64:
+		s := make([]int64, n)
+		return s, bytesOf(s)
+	case RawInt32:
+		s := make([]int32, n)
+		return s, bytesOf(s)
+	case RawUint64:
+		s := make([]uint64, n)
+		return s, bytesOf(s)
+	case RawUint32:
+		s := make([]uint32, n)
+		return s, bytesOf(s)
+	case RawInt16:
+		s := make([]int16, n)
+		return s, bytesOf(s)
+	case RawUint16:
+		s := make([]uint16, n)
+		return s, bytesOf(s)
+	case RawInt8:
+		s := make([]int8, n)
+		return s, bytesOf(s)
+	}
+	return nil, nil
+}
+
+// RawOf returns the kind and byte view of v if v is a numeric slice that travels raw.
+// The byte view aliases v's memory: this is how bulk data avoids a copy on send.
+// int and uint are sent as 64-bit values, which every supported platform uses.
+func RawOf(v any) (RawKind, []byte, bool) {
+	switch s := v.(type) {
+	case []byte:
+		return RawBytes, s, true
+	case []float64:
+		return RawFloat64, bytesOf(s), true
+	case []float32:
+		return RawFloat32, bytesOf(s), true
+	case []int64:
+		return RawInt64, bytesOf(s), true
+	case []int32:
+		return RawInt32, bytesOf(s), true
+	case []uint64:
+		return RawUint64, bytesOf(s), true
+	case []uint32:
+		return RawUint32, bytesOf(s), true
+	case []int16:
+		return RawInt16, bytesOf(s), true
+	case []uint16:
+		return RawUint16, bytesOf(s), true
+	case []int8:
+		return RawInt8, bytesOf(s), true
+	case []int:
+		if unsafe.Sizeof(int(0)) == 8 {
+			return RawInt64, bytesOf(s), true
+		}
+	case []uint:
+		if unsafe.Sizeof(uint(0)) == 8 {
+			return RawUint64, bytesOf(s), true
+		}
+	}
+	return RawNone, nil, false
+}
+
+func bytesOf[T any](s []T) []byte {
+	if len(s) == 0 {
+		return []byte{}
+	}
+	var zero T
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(zero)))
+}

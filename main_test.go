@@ -1,0 +1,14 @@
+package dist_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/godist/dist"
+)
+
+// TestMain makes the test binary usable as a worker: the local manager re-executes it.
+func TestMain(m *testing.M) {
+	dist.Main()
+	os.Exit(m.Run())
+}

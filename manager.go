@@ -1,0 +1,325 @@
+package dist
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// EnvWorker is set in the environment of a process launched as a worker; Main reads it.
+const EnvWorker = "GODIST_WORKER"
+
+// EnvCookie, when set, is the cluster cookie Start uses if no WithCookie option is given.
+const EnvCookie = "GODIST_COOKIE"
+
+// handshakePrefix starts the one line a worker prints on stdout once it listens.
+const handshakePrefix = "godist-worker"
+
+// WorkerConfig is what a launched worker is told, as one JSON line on its standard input. A
+// worker exits when its standard input ends, so a driver that dies takes its workers with it.
+type WorkerConfig struct {
+	Cookie string `json:"cookie"`
+	// Network is "unix" or "tcp": how the worker listens.
+	Network string `json:"network"`
+	// Bind is, for "unix", the directory the socket is made in; for "tcp", the host:port to
+	// listen on (port 0 for any).
+	Bind string `json:"bind"`
+	// ConnectTimeout is how long the worker waits for the driver to connect before it exits.
+	ConnectTimeout time.Duration `json:"connect_timeout"`
+}
+
+// LaunchSpec is what a Manager is asked to start.
+type LaunchSpec struct {
+	Count  int          // how many workers
+	Config WorkerConfig // sent to each worker; managers for other hosts adjust Network and Bind
+	// Timeout bounds how long each worker may take to print its address.
+	Timeout time.Duration
+}
+
+// A Manager starts worker processes: this binary re-executed locally, or on other machines
+// through SSH, Slurm or MPI. To write one, start each worker with its standard input and output
+// connected to this process and hand them to StartCmd, or implement Process yourself: a worker
+// reads a WorkerConfig line on stdin and prints "godist-worker VERSION NETWORK ADDRESS".
+type Manager interface {
+	// Launch starts spec.Count workers and returns one Process for each that printed its
+	// address. On error it returns the processes that did start, and kills none of them; the
+	// cluster decides.
+	Launch(ctx context.Context, spec LaunchSpec) ([]Process, error)
+}
+
+// Process is one launched worker, as its manager controls it.
+type Process interface {
+	// Addr is where the worker listens.
+	Addr() (network, address string)
+	// SetPid is called once the worker has joined as pid, so that its output is labelled.
+	SetPid(pid int)
+	// Kill ends the worker at once.
+	Kill() error
+	// Interrupt asks the worker to stop what it is doing (SIGINT where it applies).
+	Interrupt() error
+	// Wait blocks until the process has ended and returns why; it may be called many times.
+	Wait() error
+}
+
+type localManager struct{}
+
+// LocalManager returns the manager that runs workers as child processes of this one: the same
+// binary (os.Executable) re-executed with EnvWorker set, listening on unix sockets.
+func LocalManager() Manager { return localManager{} }
+
+func (localManager) Launch(ctx context.Context, spec LaunchSpec) ([]Process, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("dist: local manager: %w", err)
+	}
+	type res struct {
+		p   Process
+		err error
+	}
+	ch := make(chan res, spec.Count)
+	for i := 0; i < spec.Count; i++ {
+		go func() {
+			cmd := exec.Command(exe)
+			cmd.Env = append(os.Environ(), EnvWorker+"=1")
+			p, err := StartCmd(ctx, cmd, spec, "local")
+			ch <- res{p, err}
+		}()
+	}
+	var procs []Process
+	var errs []error
+	for i := 0; i < spec.Count; i++ {
+		r := <-ch
+		if r.err != nil {
+			errs = append(errs, r.err)
+			continue
+		}
+		procs = append(procs, r.p)
+	}
+	return procs, errors.Join(errs...)
+}
+
+// OutputFunc receives each line a worker writes on stdout or stderr. The cluster sets it;
+// StartCmd uses it.
+type OutputFunc func(label, line string)
+
+// CmdProcess is a worker started from an exec.Cmd by StartCmd.
+type CmdProcess struct {
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	where   string
+	network string
+	addr    string
+	done    chan struct{}
+	waitErr error
+
+	mu      sync.Mutex
+	label   string
+	labeled chan struct{}
+	output  OutputFunc
+	wg      sync.WaitGroup
+}
+
+// StartCmd starts cmd as a worker: it sends spec.Config on the command's standard input,
+// waits up to spec.Timeout for the handshake line on its standard output, and then forwards
+// every other line of stdout and stderr to the cluster's output. where names the host for
+// error messages. On any failure the process is killed and reaped.
+func StartCmd(ctx context.Context, cmd *exec.Cmd, spec LaunchSpec, where string) (*CmdProcess, error) {
+	p := &CmdProcess{cmd: cmd, where: where, done: make(chan struct{}), labeled: make(chan struct{})}
+	cfg, err := json.Marshal(spec.Config)
+	if err != nil {
+		return nil, err
+	}
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.WaitDelay = 2 * time.Second // a grandchild holding our pipes must not hang Wait
+	// Local workers get their own process group so that a terminal's ^C reaches only the
+	// driver, which then stops them in order.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("dist: %s: starting worker: %w", where, err)
+	}
+	p.label = fmt.Sprintf("From worker %s(os pid %d)", whereLabel(where), cmd.Process.Pid)
+	addr := make(chan string, 1)
+	var tail lineTail
+	p.wg.Add(2)
+	go func() { defer p.wg.Done(); p.readStdout(stdout, addr, &tail) }()
+	go func() { defer p.wg.Done(); p.forward(stderr, &tail) }()
+	go func() {
+		p.wg.Wait() // the pipes must be drained before Wait closes them
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	if _, err := p.stdin.Write(append(cfg, '\n')); err != nil {
+		p.Kill()
+		<-p.done
+		return nil, fmt.Errorf("dist: %s: writing worker config: %w", where, err)
+	}
+	timer := time.NewTimer(spec.Timeout)
+	defer timer.Stop()
+	fail := func(why string) (*CmdProcess, error) {
+		p.Kill()
+		<-p.done
+		p.SetPid(0)
+		msg := fmt.Sprintf("dist: %s: worker %s", where, why)
+		if t := tail.String(); t != "" {
+			msg += "; it said: " + t
+		}
+		return nil, errors.New(msg)
+	}
+	select {
+	case line := <-addr:
+		f := strings.Fields(line)
+		if len(f) != 4 || f[1] != fmt.Sprint(protocolVersion) {
+			return fail(fmt.Sprintf("printed a handshake line this driver does not understand: %q", line))
+		}
+		p.network, p.addr = f[2], f[3]
+		return p, nil
+	case <-p.done:
+		return fail(fmt.Sprintf("exited before it was ready (%v)", p.waitErr))
+	case <-timer.C:
+		return fail(fmt.Sprintf("printed no address within %v", spec.Timeout))
+	case <-ctx.Done():
+		return fail(fmt.Sprintf("launch cancelled: %v", ctx.Err()))
+	}
+}
+
+func whereLabel(where string) string {
+	if where == "local" || where == "" {
+		return ""
+	}
+	return where + " "
+}
+
+// lineTail keeps the last lines a starting worker printed, for error messages.
+type lineTail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *lineTail) add(s string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, s)
+	if len(t.lines) > 5 {
+		t.lines = t.lines[1:]
+	}
+}
+
+func (t *lineTail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, " | ")
+}
+
+func (p *CmdProcess) readStdout(r io.Reader, addr chan<- string, tail *lineTail) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	found := false
+	for sc.Scan() {
+		line := sc.Text()
+		if !found && strings.HasPrefix(line, handshakePrefix+" ") {
+			found = true
+			addr <- line
+			continue
+		}
+		p.emit(line, tail)
+	}
+	io.Copy(io.Discard, r) // a line too long for the scanner must not block the worker
+}
+
+func (p *CmdProcess) forward(r io.Reader, tail *lineTail) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		p.emit(sc.Text(), tail)
+	}
+	io.Copy(io.Discard, r)
+}
+
+// emit waits until the worker's pid is known (or it failed to start) so that every line is
+// labelled with the pid users know it by.
+func (p *CmdProcess) emit(line string, tail *lineTail) {
+	tail.add(line)
+	select {
+	case <-p.labeled:
+	case <-p.done:
+	}
+	p.mu.Lock()
+	label, out := p.label, p.output
+	p.mu.Unlock()
+	if out != nil {
+		out(label, line)
+	}
+}
+
+// SetOutput sets where the worker's lines go. The cluster calls it before SetPid.
+func (p *CmdProcess) SetOutput(f OutputFunc) {
+	p.mu.Lock()
+	p.output = f
+	p.mu.Unlock()
+}
+
+// Addr implements Process.
+func (p *CmdProcess) Addr() (string, string) { return p.network, p.addr }
+
+// SetPid implements Process; pid 0 means the worker never joined.
+func (p *CmdProcess) SetPid(pid int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pid > 0 {
+		p.label = fmt.Sprintf("From worker %d", pid)
+	}
+	select {
+	case <-p.labeled:
+	default:
+		close(p.labeled)
+	}
+}
+
+// Kill implements Process.
+func (p *CmdProcess) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
+}
+
+// Interrupt implements Process.
+func (p *CmdProcess) Interrupt() error { return p.cmd.Process.Signal(os.Interrupt) }
+
+// Wait implements Process.
+func (p *CmdProcess) Wait() error {
+	<-p.done
+	return p.waitErr
+}
+
+// Done is closed when the process has ended.
+func (p *CmdProcess) Done() <-chan struct{} { return p.done }
+
+// CloseStdin closes the worker's standard input, which tells it that the driver is gone.
+func (p *CmdProcess) CloseStdin() error { return p.stdin.Close() }
