@@ -1,8 +1,8 @@
 package dist
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"sync"
 	"time"
 
