@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/godist/dist"
@@ -14,6 +16,9 @@ var (
 	square = dist.NewFunc("test.square", func(ctx context.Context, x int) (int, error) { return x * x, nil })
 	whoami = dist.NewFunc("test.whoami", func(ctx context.Context, _ struct{}) (int, error) {
 		return dist.Current(ctx).MyID(), nil
+	})
+	procsOf = dist.NewFunc("test.procs", func(ctx context.Context, _ struct{}) ([]int, error) {
+		return dist.Current(ctx).Procs(), nil
 	})
 	osPid = dist.NewFunc("test.ospid", func(ctx context.Context, _ struct{}) (int, error) { return os.Getpid(), nil })
 	boom  = dist.NewFunc("test.boom", func(ctx context.Context, msg string) (int, error) { panic(msg) })
@@ -49,4 +54,71 @@ var (
 		os.Stdout.WriteString(s + "\n")
 		return struct{}{}, nil
 	})
+)
+
+var (
+	waitCancel = dist.NewFunc("test.waitcancel", func(ctx context.Context, _ struct{}) (struct{}, error) {
+		select {
+		case <-ctx.Done():
+			cancelSeenMu.Lock()
+			cancelSeenN++
+			cancelSeenMu.Unlock()
+			return struct{}{}, ctx.Err()
+		case <-time.After(20 * time.Second):
+			return struct{}{}, nil
+		}
+	})
+	cancelCount = dist.NewFunc("test.cancelcount", func(ctx context.Context, _ struct{}) (int, error) {
+		cancelSeenMu.Lock()
+		defer cancelSeenMu.Unlock()
+		return cancelSeenN, nil
+	})
+	kib = dist.NewFunc("test.kib", func(ctx context.Context, i int) ([]byte, error) {
+		b := make([]byte, 1024)
+		b[0] = byte(i)
+		return b, nil
+	})
+	stats = dist.NewFunc("test.stats", func(ctx context.Context, gc bool) (dist.Stats, error) {
+		if gc {
+			runtime.GC()
+			runtime.GC()
+		}
+		return dist.Current(ctx).Stats(), nil
+	})
+	fetchFuture = dist.NewFunc("test.fetchfuture", func(ctx context.Context, f *dist.Future[int]) (int, error) {
+		return f.Fetch(ctx)
+	})
+	// worker pulls jobs from one remote channel and puts results on another, as in the
+	// manual's example.
+	jobWorker = dist.NewFunc("test.jobworker", func(ctx context.Context, chs [2]*dist.RemoteChannel[int]) (int, error) {
+		done := 0
+		for job, err := range chs[0].All(ctx) {
+			if err != nil {
+				return done, err
+			}
+			if err := chs[1].Put(ctx, job*job); err != nil {
+				return done, err
+			}
+			done++
+		}
+		return done, nil
+	})
+	pingPong = dist.NewFunc("test.pingpong", func(ctx context.Context, chs [2]*dist.RemoteChannel[int]) (int, error) {
+		n := 0
+		for v, err := range chs[0].All(ctx) {
+			if err != nil {
+				return n, err
+			}
+			if err := chs[1].Put(ctx, v+1); err != nil {
+				return n, err
+			}
+			n++
+		}
+		return n, nil
+	})
+)
+
+var (
+	cancelSeenMu sync.Mutex
+	cancelSeenN  int
 )

@@ -29,6 +29,8 @@ const bulkChunk = 4 << 20
 // PingPongResult holds round-trip latencies, so that callers can compare
 // both the typical (P50) and the tail (P99) cost of an RPC against the floor.
 type PingPongResult struct {
+	// P50 and P99 are nearest-rank percentiles, so each is a latency that
+	// was actually observed rather than an interpolation.
 	P50, P99 time.Duration
 	// Rounds is the number of measured round trips (warm-up excluded), so a
 	// report can tell how much weight the P99 carries.

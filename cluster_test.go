@@ -1,0 +1,467 @@
+package dist_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godist/dist"
+	"github.com/godist/dist/disttest"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestProcessesAndPids(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, _ := disttest.Start(t, 2)
+	if c.MyID() != 1 {
+		t.Fatalf("driver pid = %d", c.MyID())
+	}
+	if got := c.Procs(); !slices.Equal(got, []int{1, 2, 3}) {
+		t.Fatalf("Procs = %v", got)
+	}
+	if got := c.Workers(); !slices.Equal(got, []int{2, 3}) {
+		t.Fatalf("Workers = %v", got)
+	}
+	added, err := c.AddProcs(ctx, nil, 2)
+	if err != nil || !slices.Equal(added, []int{4, 5}) {
+		t.Fatalf("AddProcs = %v, %v", added, err)
+	}
+	info3, _ := c.ProcInfo(3)
+	if err := c.RmProcs(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if disttest.Alive(info3.OSPid) {
+		t.Fatalf("worker 3 (os pid %d) alive after RmProcs", info3.OSPid)
+	}
+	if got := c.Workers(); !slices.Equal(got, []int{2, 4, 5}) {
+		t.Fatalf("Workers after RmProcs = %v", got)
+	}
+	// pids are never reused
+	added, err = c.AddProcs(ctx, nil, 1)
+	if err != nil || !slices.Equal(added, []int{6}) {
+		t.Fatalf("AddProcs after RmProcs = %v, %v", added, err)
+	}
+	if _, err := square.Call(ctx, c, 3, 2); !errors.Is(err, dist.ErrProcessExited) {
+		t.Fatalf("call to removed worker: %v", err)
+	}
+	// every live worker answers, and knows its pid
+	for _, pid := range c.Workers() {
+		if id, err := whoami.Call(ctx, c, pid, struct{}{}); err != nil || id != pid {
+			t.Fatalf("whoami on %d = %d, %v", pid, id, err)
+		}
+	}
+	// a worker sees the same membership
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := procsOf.Call(ctx, c, 6, struct{}{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(got, []int{1, 2, 4, 5, 6}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker 6 sees procs %v", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestOutputForwarding(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, out := disttest.Start(t, 2)
+	if _, err := echoLine.Call(ctx, c, 3, "hello from three"); err != nil {
+		t.Fatal(err)
+	}
+	if !out.WaitFor("From worker 3: hello from three", 5*time.Second) {
+		t.Fatalf("output not forwarded; got %q", out.String())
+	}
+}
+
+func TestCallShapes(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 2)
+
+	f := square.Go(ctx, c, 3, 12)
+	if f.Where() != 3 {
+		t.Fatalf("Where = %d", f.Where())
+	}
+	v, err := f.Fetch(ctx)
+	if err != nil || v != 144 {
+		t.Fatalf("Go/Fetch = %v, %v", v, err)
+	}
+	if !f.Ready() {
+		t.Fatal("fetched future not ready")
+	}
+	if v, err := f.Fetch(ctx); err != nil || v != 144 {
+		t.Fatalf("cached Fetch = %v, %v", v, err)
+	}
+
+	if err := echoLine.Do(ctx, c, 2, "do"); err != nil {
+		t.Fatal(err)
+	}
+
+	all, err := whoami.Everywhere(ctx, c, struct{}{})
+	if err != nil || len(all) != 3 || all[1] != 1 || all[2] != 2 || all[3] != 3 {
+		t.Fatalf("Everywhere = %v, %v", all, err)
+	}
+
+	// Any goes round robin over the workers.
+	seen := map[int]int{}
+	for range 6 {
+		id, err := whoami.Call(ctx, c, dist.Any, struct{}{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[id]++
+	}
+	if seen[2] != 3 || seen[3] != 3 {
+		t.Fatalf("Any distribution = %v", seen)
+	}
+
+	r, err := c.CallByName(ctx, 2, "test.square", 11)
+	if err != nil || r != uint64(121) {
+		t.Fatalf("CallByName = %#v, %v", r, err)
+	}
+	if _, err := c.CallByName(ctx, 2, "no.such.func", 1); !errors.Is(err, dist.ErrUnknownFunc) {
+		t.Fatalf("unknown func: %v", err)
+	}
+	if _, err := c.CallByName(ctx, 2, "test.square", "not an int"); !errors.Is(err, dist.ErrTypeMismatch) {
+		t.Fatalf("type mismatch: %v", err)
+	}
+
+	// worker → worker, connection made on first use
+	if r, err := relay.Call(ctx, c, 2, [2]int{3, 9}); err != nil || r != 81 {
+		t.Fatalf("relay = %v, %v", r, err)
+	}
+
+	// numeric slices both ways
+	xs, err := makeF64.Call(ctx, c, 2, 1<<20)
+	if err != nil || len(xs) != 1<<20 || xs[12345] != 12345 {
+		t.Fatalf("makeF64: len %d, %v", len(xs), err)
+	}
+	if s, err := sumF64.Call(ctx, c, 3, xs); err != nil || s != float64(1<<20)*float64(1<<20-1)/2 {
+		t.Fatalf("sumF64 = %v, %v", s, err)
+	}
+
+	// a call to this process runs here
+	if v, err := square.Call(ctx, c, 1, 5); err != nil || v != 25 {
+		t.Fatalf("local call = %v, %v", v, err)
+	}
+	if v, err := square.Go(ctx, c, 1, 6).Fetch(ctx); err != nil || v != 36 {
+		t.Fatalf("local Go = %v, %v", v, err)
+	}
+}
+
+func TestFuturePassedToAnotherWorker(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 2)
+	slow := sleep.Go(ctx, c, 2, 50*time.Millisecond)
+	_ = slow
+	f := square.Go(ctx, c, 2, 7)
+	// 3 fetches from 2 a future this process created
+	got, err := fetchFuture.Call(ctx, c, 3, f)
+	if err != nil || got != 49 {
+		t.Fatalf("fetch on 3 = %v, %v", got, err)
+	}
+	// a ready future travels with its value
+	f2 := square.Go(ctx, c, 3, 8)
+	if _, err := f2.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := fetchFuture.Call(ctx, c, 2, f2); err != nil || got != 64 {
+		t.Fatalf("ready future on 2 = %v, %v", got, err)
+	}
+	// an unready one, fetched on the owner itself
+	f3 := square.Go(ctx, c, 2, 9)
+	if got, err := fetchFuture.Call(ctx, c, 2, f3); err != nil || got != 81 {
+		t.Fatalf("future fetched on its owner = %v, %v", got, err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 2)
+
+	_, err := boom.Call(ctx, c, 2, "kaboom")
+	var re *dist.RemoteError
+	if !errors.As(err, &re) || re.Pid != 2 || re.Func != "test.boom" || !strings.Contains(re.Msg, "kaboom") || !strings.Contains(re.Stack, "goroutine") {
+		t.Fatalf("panic: %#v", err)
+	}
+	// the worker lives on
+	if v, err := square.Call(ctx, c, 2, 3); err != nil || v != 9 {
+		t.Fatalf("after panic: %v, %v", v, err)
+	}
+	_, err = fail.Call(ctx, c, 3, "nope")
+	if !errors.As(err, &re) || re.Pid != 3 || re.Msg != "nope" {
+		t.Fatalf("returned error: %#v", err)
+	}
+	// an error from a future
+	if _, err := boom.Go(ctx, c, 3, "later").Fetch(ctx); !errors.As(err, &re) || re.Pid != 3 {
+		t.Fatalf("future error: %v", err)
+	}
+	// errors.Is across two hops: 2 calls 3, which is dead
+	disttest.Kill(t, c, 3)
+	if err := disttest.WaitGone(c, 3, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_, err = relay.Call(ctx, c, 2, [2]int{3, 1})
+	var pe *dist.ProcessExitedError
+	if !errors.Is(err, dist.ErrProcessExited) || !errors.As(err, &pe) || pe.Pid != 3 {
+		t.Fatalf("relay to dead worker: %v", err)
+	}
+}
+
+func TestKillWorkerMidCalls(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 2)
+	var futs []*dist.Future[string]
+	for range 50 {
+		futs = append(futs, sleep.Go(ctx, c, 3, 10*time.Second))
+	}
+	done := make(chan error, 1)
+	go func() { _, err := sleep.Call(ctx, c, 3, 10*time.Second); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	disttest.Kill(t, c, 3)
+	for _, f := range futs {
+		if _, err := f.Fetch(ctx); !errors.Is(err, dist.ErrProcessExited) {
+			t.Fatalf("pending future: %v", err)
+		}
+	}
+	if err := <-done; !errors.Is(err, dist.ErrProcessExited) {
+		t.Fatalf("pending call: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("failing pending calls took %v", d)
+	}
+	if err := disttest.WaitGone(c, 3, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := square.Call(ctx, c, 2, 4); err != nil || v != 16 {
+		t.Fatalf("survivor: %v, %v", v, err)
+	}
+	if _, err := square.Call(ctx, c, 3, 4); !errors.Is(err, dist.ErrProcessExited) {
+		t.Fatalf("call to the dead: %v", err)
+	}
+}
+
+func TestCancellationReachesRemote(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 1)
+	cctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { _, err := waitCancel.Call(cctx, c, 2, struct{}{}); errc <- err }()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled call: %v", err)
+	}
+	// a Go whose context times out
+	tctx, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	if _, err := waitCancel.Go(tctx, c, 2, struct{}{}).Fetch(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("timed out Go: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := cancelCount.Call(ctx, c, 2, struct{}{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("remote saw %d cancellations, want 2", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRemoteChannelSemantics(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 2)
+	for _, host := range []int{1, 2} {
+		rc, err := dist.NewRemoteChannel[string](ctx, c, host, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.Where() != host {
+			t.Fatalf("Where = %d", rc.Where())
+		}
+		if ok, _ := rc.Ready(ctx); ok {
+			t.Fatal("empty channel ready")
+		}
+		rc.Put(ctx, "a")
+		rc.Put(ctx, "b")
+		// full: a third put blocks
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		if err := rc.Put(short, "c"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("put on full channel: %v", err)
+		}
+		cancel()
+		if v, _ := rc.Fetch(ctx); v != "a" {
+			t.Fatalf("Fetch = %q", v)
+		}
+		if v, _ := rc.Take(ctx); v != "a" {
+			t.Fatalf("Take = %q", v)
+		}
+		if err := rc.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := rc.Put(ctx, "x"); !errors.Is(err, dist.ErrChannelClosed) {
+			t.Fatalf("put after close: %v", err)
+		}
+		if v, err := rc.Take(ctx); v != "b" || err != nil {
+			t.Fatalf("drain after close = %q, %v", v, err)
+		}
+		if _, err := rc.Take(ctx); !errors.Is(err, dist.ErrChannelClosed) {
+			t.Fatalf("take on closed, drained: %v", err)
+		}
+		rc.Release()
+	}
+	// unbuffered: Put returns only once a taker has the value
+	rc, err := dist.NewRemoteChannel[int](ctx, c, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := make(chan error, 1)
+	go func() { put <- rc.Put(ctx, 42) }()
+	select {
+	case err := <-put:
+		t.Fatalf("unbuffered put returned before take: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if v, err := rc.Take(ctx); v != 42 || err != nil {
+		t.Fatalf("Take = %v, %v", v, err)
+	}
+	if err := <-put; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestJobsAndResultsChannels(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 2)
+	jobs, _ := dist.NewRemoteChannel[int](ctx, c, 1, 32)
+	results, _ := dist.NewRemoteChannel[int](ctx, c, 1, 32)
+	var futs []*dist.Future[int]
+	for _, pid := range c.Workers() {
+		futs = append(futs, jobWorker.Go(ctx, c, pid, [2]*dist.RemoteChannel[int]{jobs, results}))
+	}
+	const n = 200
+	go func() {
+		for i := 1; i <= n; i++ {
+			jobs.Put(ctx, i)
+		}
+		jobs.Close(ctx)
+	}()
+	sum := 0
+	for range n {
+		v, err := results.Take(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += v
+	}
+	if want := n * (n + 1) * (2*n + 1) / 6; sum != want {
+		t.Fatalf("sum of squares = %d, want %d", sum, want)
+	}
+	total := 0
+	for _, f := range futs {
+		k, err := f.Fetch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += k
+	}
+	if total != n {
+		t.Fatalf("workers did %d jobs, want %d", total, n)
+	}
+}
+
+func TestRefCountingFreesValues(t *testing.T) {
+	ctx := ctxT(t, 120*time.Second)
+	c, _ := disttest.Start(t, 1)
+	base, err := stats.Call(ctx, c, 2, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100_000
+	const window = 1000
+	futs := make([]*dist.Future[[]byte], 0, window)
+	for i := range n {
+		f := kib.Go(ctx, c, 2, i)
+		if i%2 == 0 {
+			if b, err := f.Fetch(ctx); err != nil || len(b) != 1024 || b[0] != byte(i) {
+				t.Fatalf("fetch %d: %v", i, err)
+			}
+		}
+		futs = append(futs, f)
+		if len(futs) == window {
+			for _, f := range futs {
+				f.Wait(ctx)
+				f.Release()
+			}
+			futs = futs[:0]
+		}
+	}
+	for _, f := range futs {
+		f.Wait(ctx)
+		f.Release()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var after dist.Stats
+	for {
+		after, err = stats.Call(ctx, c, 2, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Refs == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("owner heap: %d KiB before, %d KiB after %d futures of 1 KiB; refs held %d", base.HeapAlloc>>10, after.HeapAlloc>>10, n, after.Refs)
+	if after.Refs != 0 {
+		t.Fatalf("owner still holds %d values", after.Refs)
+	}
+	// 100,000 KiB were made; near the baseline means within a few MiB.
+	if after.HeapAlloc > base.HeapAlloc+8<<20 {
+		t.Fatalf("owner heap grew from %d to %d bytes", base.HeapAlloc, after.HeapAlloc)
+	}
+}
+
+func TestUnreachableFutureIsReleased(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 1)
+	// Futures never fetched nor released: only the cleanup can give them back.
+	for i := range 200 {
+		sleep.Go(ctx, c, 2, time.Duration(i%2)*time.Millisecond)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		st, err := stats.Call(ctx, c, 2, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Refs == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("owner still holds %d values of unreachable futures", st.Refs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,48 @@
+package dist
+
+import "runtime"
+
+// ProcInfo describes a process of the cluster as this process knows it.
+type ProcInfo struct {
+	Pid     int
+	Host    string // hostname of the machine it runs on
+	OSPid   int    // its operating-system process id
+	Network string // "unix" or "tcp"
+	Addr    string // where it accepts connections
+}
+
+// ProcInfo returns what this process knows about pid, and whether pid is a live member.
+func (c *Cluster) ProcInfo(pid int) (ProcInfo, bool) {
+	c.mu.Lock()
+	p := c.peers[pid]
+	c.mu.Unlock()
+	if p == nil {
+		return ProcInfo{}, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gone != nil {
+		return ProcInfo{}, false
+	}
+	i := p.info
+	return ProcInfo{Pid: pid, Host: i.Host, OSPid: i.OSPid, Network: i.Network, Addr: i.Addr}, true
+}
+
+// Stats are counters of this process's share of the cluster, for tests and dashboards.
+type Stats struct {
+	Pid        int // this process
+	Refs       int // values (futures' results, channels) this process keeps for references
+	Conns      int // open connections
+	Goroutines int
+	HeapAlloc  uint64 // bytes of live heap, as of the call (no GC is forced)
+}
+
+// Stats returns this process's counters.
+func (c *Cluster) Stats() Stats {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	c.mu.Lock()
+	conns := len(c.conns)
+	c.mu.Unlock()
+	return Stats{Pid: c.MyID(), Refs: c.refs.Len(), Conns: conns, Goroutines: runtime.NumGoroutine(), HeapAlloc: ms.HeapAlloc}
+}
