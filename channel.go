@@ -64,24 +64,17 @@ type chanNew struct {
 }
 
 func (c *Cluster) newChanEntry(k refKey, size int) {
-	e := c.refs.add(k, initialWeight)
-	e.mu.Lock()
-	if e.ch == nil {
-		e.ch = newChanStore(size)
-	}
-	e.mu.Unlock()
+	c.refs.addChan(k, initialWeight, size)
 }
 
 // store finds the channel behind id in this process's table.
 func (c *Cluster) chanStoreOf(id refID) (*chanStore, error) {
 	c.refs.mu.Lock()
+	defer c.refs.mu.Unlock()
 	e := c.refs.m[id.key()]
-	c.refs.mu.Unlock()
 	if e == nil {
 		return nil, fmt.Errorf("%w: the channel was freed", ErrChannelClosed)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.ch == nil {
 		return nil, fmt.Errorf("dist: reference %d/%d is not a channel", id.Whence, id.Num)
 	}

@@ -525,11 +525,11 @@ func (c *Cluster) serveConn(nc net.Conn, pid int) *wire.Conn {
 			}
 			return
 		}
+		// Served on the reader goroutine: the connection hands reading to another goroutine
+		// if this takes long (see wire.Handler).
 		c.bg.Add(1)
-		go func() {
-			defer c.bg.Done()
-			c.serve(st, cn, f)
-		}()
+		defer c.bg.Done()
+		c.serve(st, cn, f)
 	}, func(err error) {
 		<-ready
 		c.connClosed(st, conn, err)

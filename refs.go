@@ -69,10 +69,12 @@ func (e *refEntry) set(msg wire.Msg, err error, pid int, fn string) {
 
 // wait returns the stored result once it is set.
 func (e *refEntry) wait(ctx context.Context) (wire.Msg, error) {
-	select {
-	case <-e.ready:
-	case <-ctx.Done():
-		return wire.Msg{}, ctx.Err()
+	if !e.isReady() { // a value already there wins over a cancelled ctx
+		select {
+		case <-e.ready:
+		case <-ctx.Done():
+			return wire.Msg{}, ctx.Err()
+		}
 	}
 	if e.err != nil {
 		return wire.Msg{}, e.err.toError()
@@ -124,6 +126,23 @@ func (t *refTable) add(k refKey, w int64) *refEntry {
 	e.weight += w
 	if e.weight == 0 {
 		delete(t.m, k)
+	}
+	return e
+}
+
+// addChan is add for a channel entry: the store is made under the table's lock, so that a
+// concurrent drop or forget never sees an entry half made.
+func (t *refTable) addChan(k refKey, w int64, size int) *refEntry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.entry(k)
+	if e.ch == nil {
+		e.ch = newChanStore(size)
+	}
+	e.weight += w
+	if e.weight == 0 {
+		delete(t.m, k)
+		e.ch.close()
 	}
 	return e
 }

@@ -206,3 +206,6 @@ func (c *Cluster) handleHello(ctx context.Context, pid int) error {
 	p.mu.Unlock()
 	return nil
 }
+
+// ProtocolVersion is the version of the wire protocol this build speaks.
+const ProtocolVersion = protocolVersion

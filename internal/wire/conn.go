@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrClosed is wrapped by the errors of calls on a connection that has ended.
@@ -26,8 +27,16 @@ type Msg struct {
 }
 
 // Handler receives the frames of kind request, oneway and cancel. It runs on the connection's
-// reader goroutine, so it must not block: a handler that does work starts a goroutine.
+// reader goroutine: a quick handler costs no goroutine hand-off at all, which on a small
+// virtual machine is most of a call's latency. A handler that blocks or runs longer than
+// InlineBudget is not a problem: another goroutine takes over reading, and the one running
+// the handler ends when the handler returns.
 type Handler func(c *Conn, f *Frame)
+
+// InlineBudget is how long a handler may run on the reader goroutine before another
+// goroutine takes over reading the connection. The monitor checks about every millisecond,
+// so a slow handler delays the frames behind it by about that much, once.
+const InlineBudget = 500 * time.Microsecond
 
 // Conn is a multiplexed connection: many calls in flight, replies matched by id, writes from
 // many goroutines coalesced into few system calls.
@@ -37,7 +46,8 @@ type Conn struct {
 	handler Handler
 	onClose func(error)
 
-	nextID  atomic.Uint64
+	nextID atomic.Uint64
+	inline atomic.Pointer[inlineRun] // the handler running on the reader goroutine, if any
 	mu      sync.Mutex
 	pending map[uint64]func(*Frame, error)
 	err     error // why the connection ended; set once
@@ -62,6 +72,7 @@ func NewConn(nc net.Conn, lim Limits, h Handler, onClose func(error)) *Conn {
 		done:    make(chan struct{}),
 	}
 	c.w.init(nc)
+	mon.add(c)
 	go c.readLoop()
 	return c
 }
@@ -97,6 +108,7 @@ func (c *Conn) shutdown(err error) {
 	c.mu.Unlock()
 	c.nc.Close()
 	c.w.fail(err)
+	mon.remove(c)
 	close(c.done)
 	for _, cb := range pending {
 		cb(nil, err)
@@ -107,8 +119,16 @@ func (c *Conn) shutdown(err error) {
 }
 
 func (c *Conn) readLoop() {
-	r := bufio.NewReaderSize(c.nc, 256<<10)
+	c.read(bufio.NewReaderSize(c.nc, 256<<10))
+}
+
+// read reads frames until the connection ends or a slow handler hands reading over.
+func (c *Conn) read(r *bufio.Reader) {
 	for {
+		if r.Buffered() == 0 {
+			// About to block: send the replies gathered from the last burst of frames.
+			c.w.uncork()
+		}
 		f, err := ReadFrame(r, c.lim)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
@@ -132,7 +152,123 @@ func (c *Conn) readLoop() {
 			}
 			// A reply nobody waits for belongs to a call that was cancelled: drop it.
 		default:
-			c.handler(c, f)
+			c.w.cork()
+			if c.handleInline(f, r) {
+				return // another goroutine reads now
+			}
+		}
+	}
+}
+
+// handleInline runs the handler here and reports whether reading was handed over meanwhile.
+func (c *Conn) handleInline(f *Frame, r *bufio.Reader) bool {
+	run := &inlineRun{start: time.Now().UnixNano(), c: c, r: r}
+	c.inline.Store(run)
+	mon.active()
+	c.handler(c, f)
+	c.inline.Store(nil)
+	return !run.state.CompareAndSwap(0, 1)
+}
+
+// inlineRun is one handler running on a reader goroutine.
+type inlineRun struct {
+	start int64
+	c     *Conn
+	r     *bufio.Reader
+	state atomic.Int32 // 0 running, 1 finished in time, 2 handed over
+}
+
+// takeOver starts a new reader if the handler is still running.
+func (run *inlineRun) takeOver() {
+	if run.state.CompareAndSwap(0, 2) {
+		go run.c.read(run.r)
+	}
+}
+
+// monitor finds handlers that overran InlineBudget and hands their connection's reading to a
+// new goroutine. A timer per handler would cost a thread wake-up per call (arming a timer
+// wakes the network poller); one ticking goroutine costs a wake-up per millisecond, and only
+// while handlers run: it sleeps after a quiet spell and exits when no connection is open.
+type monitor struct {
+	mu       sync.Mutex
+	conns    map[*Conn]struct{}
+	running  bool
+	sleeping atomic.Bool
+	lastUse  atomic.Int64
+	wake     chan struct{}
+}
+
+var mon = monitor{conns: make(map[*Conn]struct{}), wake: make(chan struct{}, 1)}
+
+const monitorTick = time.Millisecond
+const monitorIdle = 200 * time.Millisecond
+
+func (m *monitor) add(c *Conn) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.conns[c] = struct{}{}
+	if !m.running {
+		m.running = true
+		m.sleeping.Store(false)
+		go m.loop()
+	}
+}
+
+func (m *monitor) remove(c *Conn) {
+	m.mu.Lock()
+	delete(m.conns, c)
+	m.mu.Unlock()
+	m.kick()
+}
+
+func (m *monitor) active() {
+	m.lastUse.Store(time.Now().UnixNano())
+	if m.sleeping.Load() {
+		m.kick()
+	}
+}
+
+func (m *monitor) kick() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (m *monitor) loop() {
+	t := time.NewTicker(monitorTick)
+	defer t.Stop()
+	for {
+		m.mu.Lock()
+		if len(m.conns) == 0 {
+			m.running = false
+			m.mu.Unlock()
+			return
+		}
+		var runs []*inlineRun
+		for c := range m.conns {
+			if run := c.inline.Load(); run != nil {
+				runs = append(runs, run)
+			}
+		}
+		m.mu.Unlock()
+		now := time.Now().UnixNano()
+		for _, run := range runs {
+			if now-run.start > int64(InlineBudget) {
+				run.takeOver()
+			}
+		}
+		if len(runs) == 0 && now-m.lastUse.Load() > int64(monitorIdle) {
+			m.sleeping.Store(true)
+			t.Stop()
+			<-m.wake
+			m.sleeping.Store(false)
+			t.Reset(monitorTick)
+			continue
+		}
+		select {
+		case <-t.C:
+		case <-m.wake:
 		}
 	}
 }
@@ -200,7 +336,9 @@ func (c *Conn) Send(kind Kind, id uint64, m Msg) error {
 	}
 	var hb [HeaderSize]byte
 	PutHeader(hb[:], Header{CBORLen: uint32(len(m.CBOR)), RawLen: uint64(len(m.Raw)), Kind: kind, Raw: m.RawKind, Flags: m.Flags, ID: id})
-	return c.w.write(hb[:], m.CBOR, m.Raw)
+	// A request's sender waits for the reply, so it must go out now; replies and one-way
+	// messages may wait for the end of the burst the reader is handling.
+	return c.w.write(hb[:], m.CBOR, m.Raw, kind == KindRequest)
 }
 
 // writer coalesces frames from many goroutines. The first sender to find the writer idle
@@ -215,6 +353,7 @@ type writer struct {
 	spare    []byte
 	queued   int // bytes in bufs
 	flushing bool
+	corked   bool // the reader is handling a burst: small frames wait for uncork
 	seq      uint64 // number of the batch being filled
 	flushed  uint64 // batches written so far
 	err      error
@@ -238,7 +377,24 @@ func (w *writer) fail(err error) {
 	w.mu.Unlock()
 }
 
-func (w *writer) write(hdr, cbor, raw []byte) error {
+func (w *writer) cork() {
+	w.mu.Lock()
+	w.corked = true
+	w.mu.Unlock()
+}
+
+// uncork sends what gathered while corked.
+func (w *writer) uncork() {
+	w.mu.Lock()
+	w.corked = false
+	if w.flushing || w.err != nil || (len(w.bufs) == 0 && len(w.tail) == 0) {
+		w.mu.Unlock()
+		return
+	}
+	w.flushLocked()
+}
+
+func (w *writer) write(hdr, cbor, raw []byte, urgent bool) error {
 	w.mu.Lock()
 	for w.err == nil && w.queued > maxQueued && w.flushing {
 		w.cond.Wait()
@@ -263,6 +419,10 @@ func (w *writer) write(hdr, cbor, raw []byte) error {
 	}
 	w.queued += len(hdr) + len(cbor) + len(raw)
 	mine := w.seq
+	if w.corked && !urgent && !byRef && w.queued < copyThreshold {
+		w.mu.Unlock()
+		return nil
+	}
 	if w.flushing {
 		if byRef {
 			// The caller may reuse raw once we return: wait until our batch is written.
@@ -276,6 +436,12 @@ func (w *writer) write(hdr, cbor, raw []byte) error {
 		w.mu.Unlock()
 		return nil
 	}
+	return w.flushLocked()
+}
+
+// flushLocked writes everything queued, including what others queue meanwhile. It is called
+// with w.mu held and returns with it released.
+func (w *writer) flushLocked() error {
 	w.flushing = true
 	for w.err == nil && (len(w.bufs) > 0 || len(w.tail) > 0) {
 		bufs := w.bufs

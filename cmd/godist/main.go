@@ -1,0 +1,72 @@
+// Command godist runs distributed Go programs and measures godist itself.
+//
+//	godist bench [-json] [PREFIX...]   measure latency, throughput, startup and memory
+//	godist run [-p N] EXAMPLE [ARGS]   run a built-in example on a local cluster of N workers
+//	godist version
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"github.com/godist/dist"
+	"github.com/godist/dist/internal/bench"
+	"github.com/godist/dist/internal/rawbench"
+)
+
+func main() {
+	dist.Main()
+	rawbench.ChildMain()
+	os.Exit(run(os.Args[1:]))
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: godist COMMAND [ARGS]
+
+commands:
+  run [-p N] EXAMPLE [ARGS]   run a built-in example on a local cluster of N workers
+                              (examples: `+exampleNames()+`)
+  bench [-json] [-quick] [PREFIX...]
+                              measure godist beside raw socket baselines; with prefixes,
+                              only the figures whose names start with one of them
+  version                     print the protocol version
+`)
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		usage()
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	switch args[0] {
+	case "bench":
+		fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+		asJSON := fs.Bool("json", false, "print one JSON object per figure")
+		quick := fs.Bool("quick", false, "fewer iterations (for smoke tests; figures are noisier)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		err := bench.Run(ctx, bench.Options{Prefixes: fs.Args(), Quick: *quick}, bench.Print(os.Stdout, *asJSON))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "godist bench:", err)
+			return 1
+		}
+		return 0
+	case "run":
+		return runExample(ctx, args[1:])
+	case "version":
+		fmt.Println("godist protocol", dist.ProtocolVersion)
+		return 0
+	case "help", "-h", "-help", "--help":
+		usage()
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "godist: unknown command %q\n", args[0])
+	usage()
+	return 2
+}

@@ -1,0 +1,454 @@
+// Package bench measures the figures `godist bench` prints, each beside a raw baseline taken
+// in the same run. Figure names are stable once published: tools read them.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/godist/dist"
+	"github.com/godist/dist/internal/rawbench"
+)
+
+// Figure is one measured number.
+type Figure struct {
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"`
+	Baseline string  `json:"baseline,omitempty"`
+	Ratio    float64 `json:"ratio,omitempty"`
+}
+
+// Functions the benchmarks call on workers. They are registered in every binary that links
+// this package, which includes godist itself.
+var (
+	noop = dist.NewFunc("bench.noop", func(ctx context.Context, _ struct{}) (struct{}, error) { return struct{}{}, nil })
+	sink = dist.NewFunc("bench.sink", func(ctx context.Context, xs []float64) (int, error) { return len(xs), nil })
+
+	heldMu sync.Mutex
+	held   []float64
+
+	prepare = dist.NewFunc("bench.prepare", func(ctx context.Context, n int) (struct{}, error) {
+		heldMu.Lock()
+		defer heldMu.Unlock()
+		held = make([]float64, n)
+		for i := range held {
+			held[i] = float64(i)
+		}
+		return struct{}{}, nil
+	})
+	source = dist.NewFunc("bench.source", func(ctx context.Context, _ struct{}) ([]float64, error) {
+		heldMu.Lock()
+		defer heldMu.Unlock()
+		return held, nil
+	})
+	unhold = dist.NewFunc("bench.unhold", func(ctx context.Context, _ struct{}) (struct{}, error) {
+		heldMu.Lock()
+		held = nil
+		heldMu.Unlock()
+		return struct{}{}, nil
+	})
+	// bounce takes each value from in and puts value+1 on out until in is closed.
+	bounce = dist.NewFunc("bench.bounce", func(ctx context.Context, chs [2]*dist.RemoteChannel[int]) (int, error) {
+		n := 0
+		for v, err := range chs[0].All(ctx) {
+			if err != nil {
+				return n, err
+			}
+			if err := chs[1].Put(ctx, v+1); err != nil {
+				return n, err
+			}
+			n++
+		}
+		return n, nil
+	})
+	// relayPing sends n values through two channels between this worker and another one.
+	relayPing = dist.NewFunc("bench.relayping", func(ctx context.Context, a pingArgs) ([]float64, error) {
+		lat := make([]float64, 0, a.N)
+		for i := 0; i < a.N; i++ {
+			t := time.Now()
+			if err := a.Out.Put(ctx, i); err != nil {
+				return nil, err
+			}
+			if _, err := a.In.Take(ctx); err != nil {
+				return nil, err
+			}
+			lat = append(lat, float64(time.Since(t).Nanoseconds())/1e3)
+		}
+		return lat, a.Out.Close(ctx)
+	})
+)
+
+type pingArgs struct {
+	N   int
+	Out *dist.RemoteChannel[int]
+	In  *dist.RemoteChannel[int]
+}
+
+// Options tune a run.
+type Options struct {
+	Prefixes []string // only figures whose names start with one of these; none means all
+	Quick    bool     // fewer iterations, for tests
+}
+
+type runner struct {
+	opt  Options
+	out  func(Figure)
+	base map[string]float64
+	c    *dist.Cluster
+}
+
+func (r *runner) want(names ...string) bool {
+	if len(r.opt.Prefixes) == 0 {
+		return true
+	}
+	for _, n := range names {
+		for _, p := range r.opt.Prefixes {
+			if strings.HasPrefix(n, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r *runner) emit(name string, v float64, unit, baseline string) {
+	f := Figure{Name: name, Value: round(v), Unit: unit}
+	if baseline != "" {
+		if b, ok := r.base[baseline]; ok && b != 0 {
+			f.Baseline = baseline
+			f.Ratio = round(v / b)
+		}
+	}
+	r.out(f)
+}
+
+// baseline measures a raw figure once per run, emitting it the first time.
+func (r *runner) baseline(ctx context.Context, name string) (float64, error) {
+	if v, ok := r.base[name]; ok {
+		return v, nil
+	}
+	rounds := 20000
+	bulk := int64(256 << 20)
+	if r.opt.Quick {
+		rounds, bulk = 2000, 32<<20
+	}
+	var v float64
+	var unit string
+	switch name {
+	case "raw.unix.pingpong_p50_us", "raw.tcp.pingpong_p50_us":
+		network := strings.Split(name, ".")[1]
+		res, err := rawbench.PingPong(ctx, network, rounds)
+		if err != nil {
+			return 0, err
+		}
+		v, unit = us(res.P50), "us"
+	case "raw.unix.bulk_mb_per_s":
+		mb, err := rawbench.Bulk(ctx, "unix", bulk, 3)
+		if err != nil {
+			return 0, err
+		}
+		v, unit = mb, "MB/s"
+	case "raw.memcpy_mb_per_s":
+		v, unit = rawbench.Memcpy(int(bulk), 3), "MB/s"
+	default:
+		return 0, fmt.Errorf("bench: unknown baseline %s", name)
+	}
+	r.base[name] = v
+	r.emit(name, v, unit, "")
+	return v, nil
+}
+
+// Run measures the selected figures and calls out for each as soon as it is known.
+func Run(ctx context.Context, opt Options, out func(Figure)) error {
+	r := &runner{opt: opt, out: out, base: make(map[string]float64)}
+	for _, b := range []string{"raw.unix.pingpong_p50_us", "raw.tcp.pingpong_p50_us", "raw.unix.bulk_mb_per_s"} {
+		if r.want(b) {
+			if _, err := r.baseline(ctx, b); err != nil {
+				return err
+			}
+		}
+	}
+	if r.want("startup.4workers_ms") {
+		if err := r.startup(ctx); err != nil {
+			return err
+		}
+	}
+	steps := []struct {
+		names []string
+		run   func(context.Context) error
+	}{
+		{[]string{"call.p50_us", "call.p99_us"}, r.callLatency},
+		{[]string{"call.async_per_s"}, r.asyncCalls},
+		{[]string{"send.mb_per_s", "fetch.mb_per_s"}, r.bulk},
+		{[]string{"channel.roundtrip_us"}, r.channel},
+		{[]string{"worker.idle_rss_mib"}, r.idleRSS},
+	}
+	var any bool
+	for _, s := range steps {
+		any = any || r.want(s.names...)
+	}
+	if !any {
+		return nil
+	}
+	c, err := dist.Start(ctx, dist.WithWorkers(2), dist.WithOutput(os.Stderr))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	r.c = c
+	for _, s := range steps {
+		if r.want(s.names...) {
+			if err := s.run(ctx); err != nil {
+				return fmt.Errorf("bench %s: %w", s.names[0], err)
+			}
+		}
+	}
+	return nil
+}
+
+func (r *runner) startup(ctx context.Context) error {
+	var times []float64
+	n := 5
+	if r.opt.Quick {
+		n = 2
+	}
+	for range n {
+		t := time.Now()
+		c, err := dist.Start(ctx, dist.WithWorkers(4), dist.WithOutput(os.Stderr))
+		if err != nil {
+			return err
+		}
+		if _, err := noop.On(ctx, c, c.Workers(), struct{}{}); err != nil {
+			c.Close()
+			return err
+		}
+		times = append(times, float64(time.Since(t).Microseconds())/1e3)
+		if err := c.Close(); err != nil {
+			return err
+		}
+	}
+	r.emit("startup.4workers_ms", median(times), "ms", "")
+	return nil
+}
+
+func (r *runner) callLatency(ctx context.Context) error {
+	if _, err := r.baseline(ctx, "raw.unix.pingpong_p50_us"); err != nil {
+		return err
+	}
+	n := 20000
+	if r.opt.Quick {
+		n = 2000
+	}
+	for range n / 10 { // warm up
+		if _, err := noop.Call(ctx, r.c, 2, struct{}{}); err != nil {
+			return err
+		}
+	}
+	lat := make([]float64, 0, n)
+	for range n {
+		t := time.Now()
+		if _, err := noop.Call(ctx, r.c, 2, struct{}{}); err != nil {
+			return err
+		}
+		lat = append(lat, float64(time.Since(t).Nanoseconds())/1e3)
+	}
+	sort.Float64s(lat)
+	r.emit("call.p50_us", pct(lat, 50), "us", "raw.unix.pingpong_p50_us")
+	r.emit("call.p99_us", pct(lat, 99), "us", "raw.unix.pingpong_p50_us")
+	return nil
+}
+
+func (r *runner) asyncCalls(ctx context.Context) error {
+	n, window := 400000, 4096
+	if r.opt.Quick {
+		n = 20000
+	}
+	ws := r.c.Workers()
+	run := func(n int) (float64, error) {
+		futs := make([]*dist.Future[struct{}], 0, window)
+		t := time.Now()
+		for i := 0; i < n; i++ {
+			futs = append(futs, noop.Go(ctx, r.c, ws[i%len(ws)], struct{}{}))
+			if len(futs) == window {
+				for _, f := range futs {
+					if err := f.Wait(ctx); err != nil {
+						return 0, err
+					}
+				}
+				futs = futs[:0]
+			}
+		}
+		for _, f := range futs {
+			if err := f.Wait(ctx); err != nil {
+				return 0, err
+			}
+		}
+		return float64(n) / time.Since(t).Seconds(), nil
+	}
+	if _, err := run(n / 10); err != nil {
+		return err
+	}
+	v, err := run(n)
+	if err != nil {
+		return err
+	}
+	r.emit("call.async_per_s", v, "calls/s", "")
+	return nil
+}
+
+func (r *runner) bulk(ctx context.Context) error {
+	if _, err := r.baseline(ctx, "raw.unix.bulk_mb_per_s"); err != nil {
+		return err
+	}
+	size := 256 << 20
+	reps := 3
+	if r.opt.Quick {
+		size = 32 << 20
+	}
+	xs := make([]float64, size/8)
+	for i := range xs {
+		xs[i] = float64(i)
+	}
+	best := 0.0
+	for range reps {
+		t := time.Now()
+		n, err := sink.Call(ctx, r.c, 2, xs)
+		if err != nil {
+			return err
+		}
+		if n != len(xs) {
+			return fmt.Errorf("sink got %d values, sent %d", n, len(xs))
+		}
+		best = math.Max(best, float64(size)/time.Since(t).Seconds()/1e6)
+	}
+	r.emit("send.mb_per_s", best, "MB/s", "raw.unix.bulk_mb_per_s")
+	xs = nil
+	if _, err := prepare.Call(ctx, r.c, 2, size/8); err != nil {
+		return err
+	}
+	best = 0
+	for range reps {
+		t := time.Now()
+		ys, err := source.Call(ctx, r.c, 2, struct{}{})
+		if err != nil {
+			return err
+		}
+		if len(ys) != size/8 || ys[len(ys)-1] != float64(len(ys)-1) {
+			return fmt.Errorf("fetched %d values, want %d", len(ys), size/8)
+		}
+		best = math.Max(best, float64(size)/time.Since(t).Seconds()/1e6)
+	}
+	r.emit("fetch.mb_per_s", best, "MB/s", "raw.unix.bulk_mb_per_s")
+	_, err := unhold.Call(ctx, r.c, 2, struct{}{})
+	return err
+}
+
+func (r *runner) channel(ctx context.Context) error {
+	n := 5000
+	if r.opt.Quick {
+		n = 500
+	}
+	// Two channels hosted on worker 3; worker 2 puts on one and takes from the other while
+	// worker 3 bounces: each round trip is two puts and two takes between two workers.
+	a, err := dist.NewRemoteChannel[int](ctx, r.c, 3, 1)
+	if err != nil {
+		return err
+	}
+	b, err := dist.NewRemoteChannel[int](ctx, r.c, 3, 1)
+	if err != nil {
+		return err
+	}
+	defer a.Release()
+	defer b.Release()
+	bf := bounce.Go(ctx, r.c, 3, [2]*dist.RemoteChannel[int]{a, b})
+	lat, err := relayPing.Call(ctx, r.c, 2, pingArgs{N: n, Out: a, In: b})
+	if err != nil {
+		return err
+	}
+	if _, err := bf.Fetch(ctx); err != nil {
+		return err
+	}
+	sort.Float64s(lat)
+	r.emit("channel.roundtrip_us", pct(lat, 50), "us", "")
+	return nil
+}
+
+// idleRSS measures a fresh worker: the benchmarked ones hold buffers from the bulk figures.
+func (r *runner) idleRSS(ctx context.Context) error {
+	pids, err := r.c.AddProcs(ctx, nil, 1)
+	if err != nil {
+		return err
+	}
+	if _, err := noop.Call(ctx, r.c, pids[0], struct{}{}); err != nil {
+		return err
+	}
+	time.Sleep(300 * time.Millisecond) // let it go idle
+	info, ok := r.c.ProcInfo(pids[0])
+	if !ok {
+		return fmt.Errorf("new worker %d gone", pids[0])
+	}
+	rss, err := rssMiB(info.OSPid)
+	if err != nil {
+		return err
+	}
+	r.emit("worker.idle_rss_mib", rss, "MiB", "")
+	return r.c.RmProcs(ctx, pids...)
+}
+
+func rssMiB(osPid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", osPid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for os pid %d", osPid)
+}
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+func pct(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return pct(s, 50)
+}
+
+func round(v float64) float64 { return math.Round(v*100) / 100 }
+
+// Print writes figures as text lines ("name value unit [xRATIO of BASELINE]") or JSON lines.
+func Print(w io.Writer, asJSON bool) func(Figure) {
+	return func(f Figure) {
+		if asJSON {
+			b, _ := json.Marshal(f)
+			fmt.Fprintf(w, "%s\n", b)
+			return
+		}
+		line := fmt.Sprintf("%-28s %12s %s", f.Name, strconv.FormatFloat(f.Value, 'f', -1, 64), f.Unit)
+		if f.Baseline != "" {
+			line += fmt.Sprintf("   (%.2fx %s)", f.Ratio, f.Baseline)
+		}
+		fmt.Fprintln(w, line)
+	}
+}

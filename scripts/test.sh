@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of godist: formatting and vet checks, the unit and multi-process tests, a
+# race-detector pass over the concurrent core, and short runs of each fuzz target over its
+# kept corpus. Later issues add the set-up of real components (sshd, Slurm, OpenMPI) here,
+# idempotently, so that a fresh machine needs nothing but Go.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test"
+go test -count=1 -timeout 15m ./...
+
+echo "== go test -race (core)"
+go test -count=1 -race -timeout 10m ./internal/... .
+
+echo "== fuzz targets (5s each beyond the kept corpus)"
+for pkg in ./internal/wire ./internal/codec; do
+  for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime 5s "$pkg" >/dev/null
+    echo "fuzz $pkg $target: ok"
+  done
+done
+echo "all tests passed"
