@@ -46,8 +46,8 @@ type Conn struct {
 	handler Handler
 	onClose func(error)
 
-	nextID atomic.Uint64
-	inline atomic.Pointer[inlineRun] // the handler running on the reader goroutine, if any
+	nextID  atomic.Uint64
+	inline  atomic.Pointer[inlineRun] // the handler running on the reader goroutine, if any
 	mu      sync.Mutex
 	pending map[uint64]func(*Frame, error)
 	err     error // why the connection ended; set once
@@ -353,7 +353,7 @@ type writer struct {
 	spare    []byte
 	queued   int // bytes in bufs
 	flushing bool
-	corked   bool // the reader is handling a burst: small frames wait for uncork
+	corked   bool   // the reader is handling a burst: small frames wait for uncork
 	seq      uint64 // number of the batch being filled
 	flushed  uint64 // batches written so far
 	err      error
