@@ -32,6 +32,8 @@ type config struct {
 	logger        *slog.Logger
 	launchTimeout time.Duration
 	limits        wire.Limits
+	network       string // how local workers listen: "unix" (default) or "tcp"
+	bind          string // for "tcp": host:port to listen on
 }
 
 // WithWorkers sets how many workers Start launches (default runtime.NumCPU()).
@@ -53,6 +55,13 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // WithLaunchTimeout bounds how long a worker may take from launch until it has joined
 // (default 60s). A worker that is not ready by then is killed and reported as an error.
 func WithLaunchTimeout(d time.Duration) Option { return func(c *config) { c.launchTimeout = d } }
+
+// WithNetwork sets how workers launched with this option listen: "unix" (the default for the
+// local manager, ~3x lower latency than TCP on one host) or "tcp" with bind as the host:port
+// (port 0 for any free port; "127.0.0.1:0" by default).
+func WithNetwork(network, bind string) Option {
+	return func(c *config) { c.network, c.bind = network, bind }
+}
 
 // WithMaxMessage bounds the size of the structured (CBOR) part and of the raw numeric part of
 // any one message this process sends or accepts (defaults 64 MiB and 2 GiB).

@@ -41,7 +41,9 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 	for _, o := range opts {
 		o(&cfg)
 	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.launchTimeout)
+	// The launch itself is bounded by spec.Timeout, which names the cause; this bounds the
+	// whole, joining included.
+	ctx, cancel := context.WithTimeout(ctx, cfg.launchTimeout+5*time.Second)
 	defer cancel()
 	spec := LaunchSpec{
 		Count: n,
@@ -52,6 +54,16 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 			ConnectTimeout: cfg.launchTimeout,
 		},
 		Timeout: cfg.launchTimeout,
+	}
+	switch cfg.network {
+	case "", "unix":
+	case "tcp":
+		spec.Config.Network, spec.Config.Bind = "tcp", cfg.bind
+		if spec.Config.Bind == "" {
+			spec.Config.Bind = "127.0.0.1:0"
+		}
+	default:
+		return nil, fmt.Errorf("dist: unknown network %q (want unix or tcp)", cfg.network)
 	}
 	procs, lerr := m.Launch(ctx, spec)
 	var (

@@ -160,32 +160,35 @@ func StartCmd(ctx context.Context, cmd *exec.Cmd, spec LaunchSpec, where string)
 	}
 	p.label = fmt.Sprintf("From worker %s(os pid %d)", whereLabel(where), cmd.Process.Pid)
 	addr := make(chan string, 1)
+	noAddr := make(chan struct{}) // stdout ended without a handshake line
 	var tail lineTail
 	p.wg.Add(2)
-	go func() { defer p.wg.Done(); p.readStdout(stdout, addr, &tail) }()
+	go func() { defer p.wg.Done(); p.readStdout(stdout, addr, noAddr, &tail) }()
 	go func() { defer p.wg.Done(); p.forward(stderr, &tail) }()
 	go func() {
 		p.wg.Wait() // the pipes must be drained before Wait closes them
 		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
-	if _, err := p.stdin.Write(append(cfg, '\n')); err != nil {
-		p.Kill()
-		<-p.done
-		return nil, fmt.Errorf("dist: %s: writing worker config: %w", where, err)
-	}
-	timer := time.NewTimer(spec.Timeout)
-	defer timer.Stop()
 	fail := func(why string) (*CmdProcess, error) {
+		p.SetPid(0) // lets the output goroutines finish, which the process's reaping waits for
 		p.Kill()
 		<-p.done
-		p.SetPid(0)
+		if strings.Contains(why, "%v") {
+			why = fmt.Sprintf(why, p.waitErr)
+		}
 		msg := fmt.Sprintf("dist: %s: worker %s", where, why)
 		if t := tail.String(); t != "" {
 			msg += "; it said: " + t
 		}
 		return nil, errors.New(msg)
 	}
+	if _, err := p.stdin.Write(append(cfg, '\n')); err != nil {
+		// Most likely it exited already: say that, with what it printed.
+		return fail(fmt.Sprintf("exited before it was ready (%%v; writing its config: %v)", err))
+	}
+	timer := time.NewTimer(spec.Timeout)
+	defer timer.Stop()
 	select {
 	case line := <-addr:
 		f := strings.Fields(line)
@@ -194,8 +197,8 @@ func StartCmd(ctx context.Context, cmd *exec.Cmd, spec LaunchSpec, where string)
 		}
 		p.network, p.addr = f[2], f[3]
 		return p, nil
-	case <-p.done:
-		return fail(fmt.Sprintf("exited before it was ready (%v)", p.waitErr))
+	case <-noAddr:
+		return fail("exited before it was ready (%v)")
 	case <-timer.C:
 		return fail(fmt.Sprintf("printed no address within %v", spec.Timeout))
 	case <-ctx.Done():
@@ -231,7 +234,7 @@ func (t *lineTail) String() string {
 	return strings.Join(t.lines, " | ")
 }
 
-func (p *CmdProcess) readStdout(r io.Reader, addr chan<- string, tail *lineTail) {
+func (p *CmdProcess) readStdout(r io.Reader, addr chan<- string, noAddr chan<- struct{}, tail *lineTail) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	found := false
@@ -245,6 +248,9 @@ func (p *CmdProcess) readStdout(r io.Reader, addr chan<- string, tail *lineTail)
 		p.emit(line, tail)
 	}
 	io.Copy(io.Discard, r) // a line too long for the scanner must not block the worker
+	if !found {
+		close(noAddr)
+	}
 }
 
 func (p *CmdProcess) forward(r io.Reader, tail *lineTail) {
@@ -260,10 +266,7 @@ func (p *CmdProcess) forward(r io.Reader, tail *lineTail) {
 // labelled with the pid users know it by.
 func (p *CmdProcess) emit(line string, tail *lineTail) {
 	tail.add(line)
-	select {
-	case <-p.labeled:
-	case <-p.done:
-	}
+	<-p.labeled
 	p.mu.Lock()
 	label, out := p.label, p.output
 	p.mu.Unlock()
@@ -302,6 +305,11 @@ func (p *CmdProcess) Kill() error {
 	case <-p.done:
 		return nil
 	default:
+	}
+	// The whole process group: a worker's own children (or a shell's) must not outlive it
+	// holding our pipes.
+	if attr := p.cmd.SysProcAttr; attr != nil && attr.Setpgid {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	}
 	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err

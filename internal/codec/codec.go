@@ -25,8 +25,10 @@ func init() {
 	// against these before allocation, lengths against the frame's size.
 	decMode, err = cbor.DecOptions{
 		MaxNestedLevels:  64,
-		MaxArrayElements: 16 << 20,
-		MaxMapPairs:      16 << 20,
+		// 4M: a small hostile message must not cost gigabytes; big numeric data travels
+		// raw (top level) and has no such limit.
+		MaxArrayElements: 4 << 20,
+		MaxMapPairs:      4 << 20,
 		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
 		IndefLength:      cbor.IndefLengthForbidden,
 		TagsMd:           cbor.TagsAllowed,

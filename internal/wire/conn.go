@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -131,11 +130,9 @@ func (c *Conn) read(r *bufio.Reader) {
 		}
 		f, err := ReadFrame(r, c.lim)
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				err = fmt.Errorf("%w: %w", ErrClosed, err)
-			} else if !errors.Is(err, ErrFrame) {
-				err = fmt.Errorf("%w: read: %w", ErrClosed, err)
-			}
+			// Every way a connection ends is ErrClosed to its callers; a malformed frame
+			// also keeps ErrFrame in the chain for the log.
+			err = fmt.Errorf("%w: %w", ErrClosed, err)
 			c.shutdown(err)
 			return
 		}
@@ -308,7 +305,14 @@ func (c *Conn) StartFunc(m Msg, done func(*Frame, error)) (uint64, error) {
 	c.pending[id] = done
 	c.mu.Unlock()
 	if err := c.Send(KindRequest, id, m); err != nil {
-		c.Forget(id)
+		c.mu.Lock()
+		_, mine := c.pending[id]
+		delete(c.pending, id)
+		c.mu.Unlock()
+		if !mine {
+			// shutdown got there first and has called done: report nothing twice.
+			return id, nil
+		}
 		return 0, err
 	}
 	return id, nil
@@ -333,6 +337,11 @@ func (c *Conn) Forget(id uint64) {
 func (c *Conn) Send(kind Kind, id uint64, m Msg) error {
 	if len(m.CBOR) > c.lim.MaxCBOR || len(m.Raw) > c.lim.MaxRaw {
 		return fmt.Errorf("%w: message of %d+%d bytes exceeds the limits (%d, %d)", ErrFrame, len(m.CBOR), len(m.Raw), c.lim.MaxCBOR, c.lim.MaxRaw)
+	}
+	if (m.RawKind == RawNone) != (len(m.Raw) == 0) && !(m.RawKind != RawNone && m.Raw != nil) ||
+		m.RawKind >= rawMax || (m.RawKind != RawNone && len(m.Raw)%m.RawKind.Size() != 0) || kind == 0 || kind > kindMax {
+		// The peer would reject such a frame and close the whole connection: refuse it here.
+		return fmt.Errorf("%w: refusing to send an invalid %v frame (raw kind %d, %d raw bytes)", ErrFrame, kind, m.RawKind, len(m.Raw))
 	}
 	var hb [HeaderSize]byte
 	PutHeader(hb[:], Header{CBORLen: uint32(len(m.CBOR)), RawLen: uint64(len(m.Raw)), Kind: kind, Raw: m.RawKind, Flags: m.Flags, ID: id})

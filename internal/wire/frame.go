@@ -155,6 +155,9 @@ func ParseHeader(b []byte, lim Limits) (Header, error) {
 func ReadFrame(r io.Reader, lim Limits) (*Frame, error) {
 	var hb [HeaderSize]byte
 	if _, err := io.ReadFull(r, hb[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, truncated(err)
+		}
 		return nil, err
 	}
 	h, err := ParseHeader(hb[:], lim)

@@ -64,7 +64,7 @@ func Dial(c net.Conn, cookie []byte, timeout time.Duration) error {
 		return fmt.Errorf("%w: writing proof: %w", ErrHandshake, err)
 	}
 	var reply [1 + macSize]byte
-	if _, err := io.ReadFull(c, reply[:]); err != nil {
+	if _, err := io.ReadFull(c, reply[:1]); err != nil {
 		return fmt.Errorf("%w: reading verdict: %w", ErrHandshake, err)
 	}
 	switch reply[0] {
@@ -73,6 +73,9 @@ func Dial(c net.Conn, cookie []byte, timeout time.Duration) error {
 		return fmt.Errorf("%w: the other end rejected our cookie", ErrCookie)
 	default:
 		return fmt.Errorf("%w: unknown verdict %#x", ErrHandshake, reply[0])
+	}
+	if _, err := io.ReadFull(c, reply[1:]); err != nil {
+		return fmt.Errorf("%w: reading verdict: %w", ErrHandshake, err)
 	}
 	if !hmac.Equal(reply[1:], proof(cookie, "accept", nonceD, nonceA)) {
 		return fmt.Errorf("%w: the other end does not know our cookie", ErrCookie)
@@ -91,16 +94,30 @@ func Accept(c net.Conn, cookie []byte, timeout time.Duration) error {
 	if _, err := c.Write(hello[:]); err != nil {
 		return fmt.Errorf("%w: writing hello: %w", ErrHandshake, err)
 	}
+	// The hello is checked before the proof is read, so that a stranger sending a few bytes
+	// (an HTTP probe) is refused at once instead of holding us until the timeout.
 	var msg [helloSize + macSize]byte
-	if _, err := io.ReadFull(c, msg[:]); err != nil {
-		return fmt.Errorf("%w: reading proof: %w", ErrHandshake, err)
+	if _, err := io.ReadFull(c, msg[:len(magic)]); err != nil {
+		return fmt.Errorf("%w: reading hello: %w", ErrHandshake, err)
+	}
+	if err := checkMagic(msg[:len(magic)]); err != nil {
+		return err
+	}
+	if _, err := io.ReadFull(c, msg[len(magic):helloSize]); err != nil {
+		return fmt.Errorf("%w: reading hello: %w", ErrHandshake, err)
 	}
 	nonceD, err := checkHello(msg[:helloSize])
 	if err != nil {
 		return err
 	}
+	if _, err := io.ReadFull(c, msg[helloSize:]); err != nil {
+		return fmt.Errorf("%w: reading proof: %w", ErrHandshake, err)
+	}
 	if !hmac.Equal(msg[helloSize:], proof(cookie, "dial", nonceA, nonceD)) {
-		c.Write([]byte{verdictBadProof}) // best effort: the dialer learns why before the close
+		// Best effort, full size: the dialer learns why before the close.
+		var reply [1 + macSize]byte
+		reply[0] = verdictBadProof
+		c.Write(reply[:])
 		return ErrCookie
 	}
 	var reply [1 + macSize]byte
@@ -121,9 +138,16 @@ func putHello(b []byte) []byte {
 	return nonce
 }
 
-func checkHello(b []byte) ([]byte, error) {
+func checkMagic(b []byte) error {
 	if !bytes.Equal(b[:len(magic)], magic[:]) {
-		return nil, fmt.Errorf("%w: the other end is not a godist process (got %q)", ErrHandshake, b[:len(magic)])
+		return fmt.Errorf("%w: the other end is not a godist process (got %q)", ErrHandshake, b[:len(magic)])
+	}
+	return nil
+}
+
+func checkHello(b []byte) ([]byte, error) {
+	if err := checkMagic(b); err != nil {
+		return nil, err
 	}
 	if v := int(b[len(magic)])<<8 | int(b[len(magic)+1]); v != Version {
 		return nil, fmt.Errorf("%w: protocol version %d, this process speaks %d", ErrHandshake, v, Version)
