@@ -24,7 +24,7 @@ func init() {
 	// Limits keep a small hostile message from making us allocate much: counts are checked
 	// against these before allocation, lengths against the frame's size.
 	decMode, err = cbor.DecOptions{
-		MaxNestedLevels:  64,
+		MaxNestedLevels: 64,
 		// 4M: a small hostile message must not cost gigabytes; big numeric data travels
 		// raw (top level) and has no such limit.
 		MaxArrayElements: 4 << 20,
