@@ -134,6 +134,7 @@ type peer struct {
 	conn    *wire.Conn
 	dialing chan struct{}
 	gone    error
+	exiting bool // driver: asked to exit by RmProcs, which reaps it
 }
 
 var (
@@ -297,10 +298,7 @@ func (c *Cluster) encodeCall(ctx context.Context, h callHeader, arg any) (wire.M
 		}
 		h.Timeout = int64(left)
 	}
-	prefix, err := codec.Marshal(&h)
-	if err != nil {
-		return wire.Msg{}, err
-	}
+	prefix := h.appendCBOR(make([]byte, 0, 64))
 	if p, ok := arg.(prefixed); ok {
 		prefix = append(prefix, p.prefix...)
 		arg = p.v
@@ -345,7 +343,7 @@ func (c *Cluster) send(ctx context.Context, pid int, h callHeader, arg any) erro
 	if err != nil {
 		return err
 	}
-	if err := conn.Send(wire.KindOneWay, 0, m); err != nil {
+	if err := conn.SendLazy(wire.KindOneWay, 0, m); err != nil {
 		if errors.Is(err, wire.ErrClosed) {
 			return &ProcessExitedError{Pid: pid, Cause: err}
 		}
@@ -361,8 +359,7 @@ func (c *Cluster) callLocalEncoded(ctx context.Context, name string, arg any) (*
 	if err != nil {
 		return nil, err
 	}
-	var h callHeader
-	rest, err := codec.UnmarshalFirst(m.CBOR, &h)
+	_, rest, err := parseCallHeader(m.CBOR)
 	if err != nil {
 		return nil, err
 	}
@@ -571,8 +568,7 @@ func CallerPid(ctx context.Context) int {
 }
 
 func (c *Cluster) serve(st *connState, conn *wire.Conn, f *wire.Frame) {
-	var h callHeader
-	rest, err := codec.UnmarshalFirst(f.CBOR, &h)
+	h, rest, err := parseCallHeader(f.CBOR)
 	if err != nil {
 		err = fmt.Errorf("dist: undecodable call header from %v: %w", conn.RemoteAddr(), err)
 		c.log.Error("bad request", "err", err)
@@ -687,7 +683,7 @@ func (c *Cluster) workerGone(pid int, cause error) {
 			p.gone = errors.New("removed")
 		}
 	}
-	conn := p.conn
+	conn, exiting := p.conn, p.exiting
 	p.mu.Unlock()
 	if already {
 		return
@@ -695,7 +691,7 @@ func (c *Cluster) workerGone(pid int, cause error) {
 	if conn != nil {
 		conn.Close()
 	}
-	if p.proc != nil {
+	if p.proc != nil && !exiting {
 		p.proc.Kill() // a worker we cannot talk to must not live on
 	}
 	c.refs.forget(pid)

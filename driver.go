@@ -201,6 +201,9 @@ func (c *Cluster) RmProcs(ctx context.Context, pids ...int) error {
 		if pid <= 1 || p == nil {
 			continue
 		}
+		p.mu.Lock()
+		p.exiting = true // its connection will close: that is not a crash
+		p.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

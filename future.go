@@ -22,7 +22,8 @@ type Future[T any] struct {
 	c       *Cluster
 	id      refID
 	hold    *refHold
-	pending bool // this process started the call and its reply will arrive by itself
+	pending bool       // this process started the call and its reply will arrive by itself
+	conn    *wire.Conn // for pending remote futures: the connection the request may wait on
 
 	mu   sync.Mutex
 	done chan struct{} // closed once val/err are known here
@@ -34,7 +35,11 @@ func newFuture[T any](c *Cluster, id refID, weight int64, pending bool) *Future[
 	f := &Future[T]{c: c, id: id, pending: pending, done: make(chan struct{})}
 	if weight > 0 {
 		f.hold = &refHold{c: c, id: id, weight: weight}
-		runtime.AddCleanup(f, func(h *refHold) { h.release() }, f.hold)
+		if !pending {
+			// A pending future gives its weight back when its reply arrives, reachable or
+			// not; only a received one needs the garbage collector's help.
+			runtime.AddCleanup(f, func(h *refHold) { h.release() }, f.hold)
+		}
 	}
 	return f
 }
@@ -78,7 +83,8 @@ func goRemote[Out any](ctx context.Context, c *Cluster, pid int, fn string, in a
 		return f
 	}
 	var stop func() bool
-	reqID, err := conn.StartFunc(m, func(fr *wire.Frame, err error) {
+	f.conn = conn
+	reqID, err := conn.StartLazy(m, func(fr *wire.Frame, err error) {
 		if stop != nil {
 			stop()
 		}
@@ -153,6 +159,9 @@ func (f *Future[T]) Fetch(ctx context.Context) (T, error) {
 	case <-f.done:
 		return f.val, f.err
 	default:
+	}
+	if f.pending && f.conn != nil {
+		f.conn.Flush() // the request may still be queued for a shared write
 	}
 	if !f.pending {
 		var zero T

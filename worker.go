@@ -11,12 +11,17 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/godist/dist/internal/wire"
 )
 
 const protocolVersion = wire.Version
+
+// EnvWorkerProfile, when set to a directory in the driver's environment, makes every local
+// worker write its CPU profile there (worker-OSPID.prof) when it exits.
+const EnvWorkerProfile = "GODIST_WORKER_CPUPROFILE"
 
 // Main must be the first statement of main() (and of TestMain in tests that start clusters).
 // In a process launched as a worker it joins the cluster, serves calls until the driver tells
@@ -27,6 +32,16 @@ func Main() {
 		return
 	}
 	os.Unsetenv(EnvWorker) // children of user code are not workers
+	if dir := os.Getenv(EnvWorkerProfile); dir != "" {
+		// Diagnostics: each worker writes its CPU profile when it exits.
+		if f, err := os.Create(filepath.Join(dir, fmt.Sprintf("worker-%d.prof", os.Getpid()))); err == nil {
+			pprof.StartCPUProfile(f)
+			code := runWorker(os.Stdin, os.Stdout)
+			pprof.StopCPUProfile()
+			f.Close()
+			os.Exit(code)
+		}
+	}
 	os.Exit(runWorker(os.Stdin, os.Stdout))
 }
 

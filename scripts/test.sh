@@ -24,7 +24,7 @@ echo "== go test -race (core)"
 go test -count=1 -race -timeout 10m ./internal/... .
 
 echo "== fuzz targets (5s each beyond the kept corpus)"
-for pkg in ./internal/wire ./internal/codec; do
+for pkg in . ./internal/wire ./internal/codec; do
   for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
     go test -run '^$' -fuzz "^${target}\$" -fuzztime 5s "$pkg" >/dev/null
     echo "fuzz $pkg $target: ok"

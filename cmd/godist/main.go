@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 
 	"github.com/godist/dist"
 	"github.com/godist/dist/internal/bench"
@@ -48,8 +49,19 @@ func run(args []string) int {
 		fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 		asJSON := fs.Bool("json", false, "print one JSON object per figure")
 		quick := fs.Bool("quick", false, "fewer iterations (for smoke tests; figures are noisier)")
+		cpuprofile := fs.String("cpuprofile", "", "write the driver's CPU profile to this file")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
+		}
+		if *cpuprofile != "" {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "godist bench:", err)
+				return 1
+			}
+			defer f.Close()
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
 		}
 		err := bench.Run(ctx, bench.Options{Prefixes: fs.Args(), Quick: *quick}, bench.Print(os.Stdout, *asJSON))
 		if err != nil {

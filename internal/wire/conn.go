@@ -73,6 +73,7 @@ func NewConn(nc net.Conn, lim Limits, h Handler, onClose func(error)) *Conn {
 	c.w.init(nc)
 	mon.add(c)
 	go c.readLoop()
+	go c.flushLoop()
 	return c
 }
 
@@ -115,6 +116,29 @@ func (c *Conn) shutdown(err error) {
 	if c.onClose != nil {
 		c.onClose(err)
 	}
+}
+
+// flushLoop writes lazily sent messages. A goroutine that sends many requests without
+// waiting (Func.Go in a loop) leaves them queued, and one write here carries them all.
+func (c *Conn) flushLoop() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.w.kick:
+		}
+		c.Flush()
+	}
+}
+
+// Flush writes whatever is queued now, unless a write is already under way (which will).
+func (c *Conn) Flush() {
+	c.w.mu.Lock()
+	if c.w.flushing || c.w.err != nil || (len(c.w.bufs) == 0 && len(c.w.tail) == 0) {
+		c.w.mu.Unlock()
+		return
+	}
+	c.w.flushLocked()
 }
 
 func (c *Conn) readLoop() {
@@ -293,8 +317,22 @@ func (c *Conn) Call(ctx context.Context, m Msg) (*Frame, error) {
 
 // StartFunc sends a request and arranges for done to be called exactly once with its reply
 // frame or with the error that ended the connection, unless Cancel or Forget comes first.
-// done runs on the connection's reader goroutine and must not block.
+// done runs on the connection's reader goroutine and must not block. The request is written
+// before StartFunc returns.
 func (c *Conn) StartFunc(m Msg, done func(*Frame, error)) (uint64, error) {
+	return c.start(m, done, KindRequest)
+}
+
+// StartLazy is StartFunc for a caller that does not wait for the reply at once: the request
+// may be queued briefly so that it shares a write with others. Flush sends it now.
+func (c *Conn) StartLazy(m Msg, done func(*Frame, error)) (uint64, error) {
+	return c.start(m, done, kindLazyRequest)
+}
+
+// kindLazyRequest is KindRequest, sent without forcing a write.
+const kindLazyRequest Kind = 0x80 | KindRequest
+
+func (c *Conn) start(m Msg, done func(*Frame, error), kind Kind) (uint64, error) {
 	id := c.nextID.Add(1)
 	c.mu.Lock()
 	if c.err != nil {
@@ -304,7 +342,7 @@ func (c *Conn) StartFunc(m Msg, done func(*Frame, error)) (uint64, error) {
 	}
 	c.pending[id] = done
 	c.mu.Unlock()
-	if err := c.Send(KindRequest, id, m); err != nil {
+	if err := c.Send(kind, id, m); err != nil {
 		c.mu.Lock()
 		_, mine := c.pending[id]
 		delete(c.pending, id)
@@ -333,8 +371,15 @@ func (c *Conn) Forget(id uint64) {
 	c.mu.Unlock()
 }
 
+// SendLazy is Send for a one-way message that may share a write with later ones.
+func (c *Conn) SendLazy(kind Kind, id uint64, m Msg) error {
+	return c.Send(kind|0x80, id, m)
+}
+
 // Send writes one frame of the given kind and id.
 func (c *Conn) Send(kind Kind, id uint64, m Msg) error {
+	lazy := kind&0x80 != 0
+	kind &^= 0x80
 	if len(m.CBOR) > c.lim.MaxCBOR || len(m.Raw) > c.lim.MaxRaw {
 		return fmt.Errorf("%w: message of %d+%d bytes exceeds the limits (%d, %d)", ErrFrame, len(m.CBOR), len(m.Raw), c.lim.MaxCBOR, c.lim.MaxRaw)
 	}
@@ -347,8 +392,21 @@ func (c *Conn) Send(kind Kind, id uint64, m Msg) error {
 	PutHeader(hb[:], Header{CBORLen: uint32(len(m.CBOR)), RawLen: uint64(len(m.Raw)), Kind: kind, Raw: m.RawKind, Flags: m.Flags, ID: id})
 	// A request's sender waits for the reply, so it must go out now; replies and one-way
 	// messages may wait for the end of the burst the reader is handling.
-	return c.w.write(hb[:], m.CBOR, m.Raw, kind == KindRequest)
+	switch {
+	case lazy:
+		return c.w.write(hb[:], m.CBOR, m.Raw, writeLazy)
+	case kind == KindRequest:
+		return c.w.write(hb[:], m.CBOR, m.Raw, writeNow)
+	}
+	return c.w.write(hb[:], m.CBOR, m.Raw, writeCorkable)
 }
+
+// How a frame is written.
+const (
+	writeNow      = iota // now, or by the write under way
+	writeCorkable        // now, unless the reader is handling a burst (it flushes after)
+	writeLazy            // by the flusher goroutine, with whatever else gathers
+)
 
 // writer coalesces frames from many goroutines. The first sender to find the writer idle
 // becomes the flusher and writes everything queued, including what others append meanwhile;
@@ -362,9 +420,10 @@ type writer struct {
 	spare    []byte
 	queued   int // bytes in bufs
 	flushing bool
-	corked   bool   // the reader is handling a burst: small frames wait for uncork
-	seq      uint64 // number of the batch being filled
-	flushed  uint64 // batches written so far
+	corked   bool          // the reader is handling a burst: small frames wait for uncork
+	kick     chan struct{} // wakes the flusher goroutine
+	seq      uint64        // number of the batch being filled
+	flushed  uint64        // batches written so far
 	err      error
 }
 
@@ -374,6 +433,7 @@ const maxQueued = 8 << 20
 func (w *writer) init(nc net.Conn) {
 	w.nc = nc
 	w.cond.L = &w.mu
+	w.kick = make(chan struct{}, 1)
 	w.seq = 1
 }
 
@@ -403,7 +463,7 @@ func (w *writer) uncork() {
 	w.flushLocked()
 }
 
-func (w *writer) write(hdr, cbor, raw []byte, urgent bool) error {
+func (w *writer) write(hdr, cbor, raw []byte, mode int) error {
 	w.mu.Lock()
 	for w.err == nil && w.queued > maxQueued && w.flushing {
 		w.cond.Wait()
@@ -428,9 +488,19 @@ func (w *writer) write(hdr, cbor, raw []byte, urgent bool) error {
 	}
 	w.queued += len(hdr) + len(cbor) + len(raw)
 	mine := w.seq
-	if w.corked && !urgent && !byRef && w.queued < copyThreshold {
-		w.mu.Unlock()
-		return nil
+	if !byRef && w.queued < copyThreshold {
+		if mode == writeLazy && !w.flushing {
+			w.mu.Unlock()
+			select {
+			case w.kick <- struct{}{}:
+			default:
+			}
+			return nil
+		}
+		if w.corked && mode != writeNow {
+			w.mu.Unlock()
+			return nil
+		}
 	}
 	if w.flushing {
 		if byRef {
