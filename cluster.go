@@ -110,6 +110,7 @@ type Cluster struct {
 
 	refs    refTable
 	drops   dropBatcher
+	subs    subscribers
 	nextRef atomic.Uint64
 
 	// worker only
@@ -696,6 +697,11 @@ func (c *Cluster) workerGone(pid int, cause error) {
 	}
 	c.refs.forget(pid)
 	c.broadcastPeers(peersUpdate{Remove: []int{pid}})
+	ev := Event{Kind: Exited, Pid: pid}
+	if !exiting {
+		ev.Cause = &ProcessExitedError{Pid: pid, Cause: cause}
+	}
+	c.publish(ev)
 }
 
 // peersUpdate tells workers about processes that joined or left.
@@ -722,14 +728,19 @@ func (c *Cluster) applyPeers(u peersUpdate) {
 		}
 		c.mu.Lock()
 		p := c.peers[info.Pid]
-		if p == nil {
+		isNew := p == nil
+		if isNew {
 			p = &peer{}
 			c.peers[info.Pid] = p
 		}
 		c.mu.Unlock()
 		p.mu.Lock()
+		isNew = isNew || p.info.Addr == ""
 		p.info = info
 		p.mu.Unlock()
+		if isNew && c.joinedDone() {
+			c.publish(Event{Kind: Joined, Pid: info.Pid})
+		}
 	}
 	for _, pid := range u.Remove {
 		c.mu.Lock()
@@ -739,7 +750,8 @@ func (c *Cluster) applyPeers(u peersUpdate) {
 			continue
 		}
 		p.mu.Lock()
-		if p.gone == nil {
+		was := p.gone == nil
+		if was {
 			p.gone = errors.New("removed from the cluster")
 		}
 		conn := p.conn
@@ -748,6 +760,22 @@ func (c *Cluster) applyPeers(u peersUpdate) {
 			conn.Close()
 		}
 		c.refs.forget(pid)
+		if was {
+			c.publish(Event{Kind: Exited, Pid: pid})
+		}
+	}
+}
+
+// joinedDone reports whether this worker has joined (the driver always has).
+func (c *Cluster) joinedDone() bool {
+	if c.joined == nil {
+		return true
+	}
+	select {
+	case <-c.joined:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -465,3 +465,36 @@ func TestUnreachableFutureIsReleased(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestMembershipEvents(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 1)
+	events := make(chan dist.Event, 16)
+	unsub := c.Subscribe(func(e dist.Event) { events <- e })
+	defer unsub()
+	pids, err := c.AddProcs(ctx, nil, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]dist.EventKind{}
+	for range 2 {
+		e := <-events
+		got[e.Pid] = e.Kind
+	}
+	if got[pids[0]] != dist.Joined || got[pids[1]] != dist.Joined {
+		t.Fatalf("join events %v", got)
+	}
+	c.RmProcs(ctx, pids[0])
+	if e := <-events; e.Kind != dist.Exited || e.Pid != pids[0] || e.Cause != nil {
+		t.Fatalf("RmProcs event %+v", e)
+	}
+	disttest.Kill(t, c, pids[1])
+	select {
+	case e := <-events:
+		if e.Kind != dist.Exited || e.Pid != pids[1] || !errors.Is(e.Cause, dist.ErrProcessExited) {
+			t.Fatalf("crash event %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event for a killed worker")
+	}
+}

@@ -157,6 +157,7 @@ func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
 	c.broadcastPeers(peersUpdate{Add: []peerInfo{info}})
 	c.joinMu.Unlock()
 	p.SetPid(pid)
+	c.publish(Event{Kind: Joined, Pid: pid})
 	// A worker that dies without its connection noticing (it never does on one host, but a
 	// dead host may) is still removed once its process handle reports the exit.
 	c.bg.Add(1)
