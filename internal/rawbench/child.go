@@ -74,6 +74,7 @@ func runChild(spec string) int {
 		return exitFailed
 	}
 	defer conn.Close()
+	tune(conn)
 	if _, err := io.WriteString(conn, token); err != nil {
 		fmt.Fprintf(os.Stderr, "rawbench peer: handshake: %v\n", err)
 		return exitFailed

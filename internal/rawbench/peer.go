@@ -119,6 +119,7 @@ func startPeer(ctx context.Context, network, mode string) (_ *peer, err error) {
 			return nil, fmt.Errorf("rawbench: start peer: accept: %w", a.err)
 		}
 		p.conn = a.c
+		tune(p.conn)
 	case <-p.waitDone:
 		ln.Close()
 		if a := <-acc; a.c != nil {
@@ -288,4 +289,16 @@ func (b *capBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// tune gives a connection the kernel buffers godist's own connections ask for, so that the
+// baseline is the best a raw socket does here, not a default one.
+func tune(c net.Conn) {
+	if b, ok := c.(interface {
+		SetReadBuffer(int) error
+		SetWriteBuffer(int) error
+	}); ok {
+		b.SetReadBuffer(4 << 20)
+		b.SetWriteBuffer(4 << 20)
+	}
 }

@@ -55,6 +55,9 @@ type Conn struct {
 	w writer
 }
 
+// socketBuffer is the kernel buffer size asked for on each side of a connection.
+const socketBuffer = 4 << 20
+
 // copyThreshold is the raw size up to which a message is copied into the send buffer. Larger
 // raw parts are written from the caller's memory with writev and the sender waits for the write.
 const copyThreshold = 64 << 10
@@ -69,6 +72,15 @@ func NewConn(nc net.Conn, lim Limits, h Handler, onClose func(error)) *Conn {
 		onClose: onClose,
 		pending: make(map[uint64]func(*Frame, error)),
 		done:    make(chan struct{}),
+	}
+	// Bulk data crosses in fewer, larger hand-offs between the two processes when the kernel
+	// may queue more of it (the default is ~200 KiB; the system maximum caps the request).
+	if b, ok := nc.(interface {
+		SetReadBuffer(int) error
+		SetWriteBuffer(int) error
+	}); ok {
+		b.SetReadBuffer(socketBuffer)
+		b.SetWriteBuffer(socketBuffer)
 	}
 	c.w.init(nc)
 	mon.add(c)
