@@ -111,6 +111,7 @@ type Cluster struct {
 	refs    refTable
 	drops   dropBatcher
 	subs    subscribers
+	watch   ctxWatch
 	nextRef atomic.Uint64
 
 	// worker only

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -82,12 +83,17 @@ func goRemote[Out any](ctx context.Context, c *Cluster, pid int, fn string, in a
 		f.set(zero, err)
 		return f
 	}
-	var stop func() bool
-	f.conn = conn
-	reqID, err := conn.StartLazy(m, func(fr *wire.Frame, err error) {
-		if stop != nil {
-			stop()
+	// The watch comes first, so that the reply (on another goroutine) can always remove it.
+	var reqID atomic.Uint64
+	watched, key := c.watch.add(ctx, func() {
+		if f.set(zero, ctx.Err()) {
+			if id := reqID.Load(); id != 0 {
+				conn.Cancel(id)
+			}
 		}
+	})
+	rid, err := conn.StartLazy(m, func(fr *wire.Frame, err error) {
+		c.watch.remove(watched, key)
 		if err != nil {
 			f.set(zero, &ProcessExitedError{Pid: pid, Cause: err})
 			return
@@ -97,18 +103,14 @@ func goRemote[Out any](ctx context.Context, c *Cluster, pid int, fn string, in a
 		f.hold.release() // the value is here now: the owner need not keep it for us
 	})
 	if err != nil {
+		c.watch.remove(watched, key)
 		f.hold.weight = 0
 		f.set(zero, &ProcessExitedError{Pid: pid, Cause: err})
 		return f
 	}
-	if ctx.Done() != nil {
-		// Registered after StartFunc, so stop may still be nil when a fast reply arrives:
-		// the AfterFunc then finds the future set and does nothing harmful.
-		stop = context.AfterFunc(ctx, func() {
-			if f.set(zero, ctx.Err()) {
-				conn.Cancel(reqID)
-			}
-		})
+	reqID.Store(rid)
+	if ctx.Err() != nil {
+		conn.Cancel(rid) // ctx ended before the id was known to the watch
 	}
 	return f
 }
