@@ -20,6 +20,12 @@ import (
 // from the owner. The owner keeps the value while any process holds a reference; Release gives
 // this process's reference back early, and an unreachable Future releases itself.
 type Future[T any] struct {
+	// The state sits behind a pointer: encoders copy the handle they marshal, and a copy of
+	// the state would race with the reply filling it in.
+	*future[T]
+}
+
+type future[T any] struct {
 	c       *Cluster
 	id      refID
 	hold    *refHold
@@ -33,7 +39,7 @@ type Future[T any] struct {
 }
 
 func newFuture[T any](c *Cluster, id refID, weight int64, pending bool) *Future[T] {
-	f := &Future[T]{c: c, id: id, pending: pending, done: make(chan struct{})}
+	f := &Future[T]{&future[T]{c: c, id: id, pending: pending, done: make(chan struct{})}}
 	if weight > 0 {
 		f.hold = &refHold{c: c, id: id, weight: weight}
 		if !pending {
@@ -259,7 +265,7 @@ func (f *Future[T]) UnmarshalCBOR(data []byte) error {
 		return err
 	}
 	c := Current(context.Background())
-	*f = Future[T]{c: c, id: w.ID, done: make(chan struct{})}
+	*f = Future[T]{&future[T]{c: c, id: w.ID, done: make(chan struct{})}}
 	if w.Ready {
 		var v T
 		var err error
