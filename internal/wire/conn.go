@@ -261,6 +261,17 @@ func (m *monitor) active() {
 	}
 }
 
+func (m *monitor) anyInline() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for c := range m.conns {
+		if c.inline.Load() != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *monitor) kick() {
 	select {
 	case m.wake <- struct{}{}:
@@ -293,6 +304,12 @@ func (m *monitor) loop() {
 		}
 		if len(runs) == 0 && now-m.lastUse.Load() > int64(monitorIdle) {
 			m.sleeping.Store(true)
+			// A handler that started after the scan above but saw sleeping still false did
+			// not kick us: look once more now that sleeping is announced.
+			if m.anyInline() {
+				m.sleeping.Store(false)
+				continue
+			}
 			t.Stop()
 			<-m.wake
 			m.sleeping.Store(false)
