@@ -2,6 +2,16 @@ module github.com/godist/dist
 
 go 1.26.8
 
-require github.com/fxamacker/cbor/v2 v2.9.6
+require (
+	github.com/fxamacker/cbor/v2 v2.9.6
+	github.com/vbauerster/mpb/v8 v8.9.3
+	golang.org/x/sys v0.30.0
+)
 
-require github.com/x448/float16 v0.8.4 // indirect
+require (
+	github.com/VividCortex/ewma v1.2.0 // indirect
+	github.com/acarl005/stripansi v0.0.0-20180116102854-5a71ef0e047d // indirect
+	github.com/mattn/go-runewidth v0.0.16 // indirect
+	github.com/rivo/uniseg v0.4.7 // indirect
+	github.com/x448/float16 v0.8.4 // indirect
+)

@@ -13,12 +13,14 @@ import (
 	"github.com/godist/dist"
 	"github.com/godist/dist/examples/jobs"
 	"github.com/godist/dist/examples/pi"
+	"github.com/godist/dist/examples/sweep"
 )
 
 // examples are the programs `godist run` knows, by name; "examples/NAME" works too.
 var examples = map[string]func(context.Context, *dist.Cluster, io.Writer, []string) error{
-	"pi":   pi.Run,
-	"jobs": jobs.Run,
+	"pi":    pi.Run,
+	"jobs":  jobs.Run,
+	"sweep": sweep.Run,
 }
 
 func exampleNames() string {

@@ -132,6 +132,17 @@ func (r *runner) emit(name string, v float64, unit, baseline string) {
 	r.out(f)
 }
 
+// emitSelected emits a figure measured alongside others, if it was asked for. A figure without
+// a baseline may be the baseline of a later one, so it is remembered either way.
+func (r *runner) emitSelected(name string, v float64, unit, baseline string) {
+	if baseline == "" {
+		r.base[name] = v
+	}
+	if r.want(name) {
+		r.emit(name, v, unit, baseline)
+	}
+}
+
 // baseline measures a raw figure once per run, emitting it the first time.
 func (r *runner) baseline(ctx context.Context, name string) (float64, error) {
 	if v, ok := r.base[name]; ok {
@@ -192,6 +203,12 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 		{[]string{"send.mb_per_s", "fetch.mb_per_s"}, r.bulk},
 		{[]string{"channel.roundtrip_us"}, r.channel},
 		{[]string{"worker.idle_rss_mib"}, r.idleRSS},
+		{[]string{"pmap.overhead_us_per_item", "pmap.overhead_us_per_item_batch1", "pmap.speedup"}, func(ctx context.Context) error {
+			return PmapFigures(ctx, r.c, r.opt.Quick, r.emitSelected)
+		}},
+		{[]string{"reduce.serial_sum_1e8_ms", "reduce.sum_1e8_ms"}, func(ctx context.Context) error {
+			return ReduceFigures(ctx, r.c, r.opt.Quick, r.emitSelected)
+		}},
 	}
 	var any bool
 	for _, s := range steps {

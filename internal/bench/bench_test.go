@@ -29,17 +29,22 @@ func TestQuickRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"raw.unix.pingpong_p50_us": "",
-		"raw.tcp.pingpong_p50_us":  "",
-		"raw.unix.bulk_mb_per_s":   "",
-		"startup.4workers_ms":      "",
-		"call.p50_us":              "raw.unix.pingpong_p50_us",
-		"call.p99_us":              "raw.unix.pingpong_p50_us",
-		"call.async_per_s":         "",
-		"send.mb_per_s":            "raw.unix.bulk_mb_per_s",
-		"fetch.mb_per_s":           "raw.unix.bulk_mb_per_s",
-		"channel.roundtrip_us":     "",
-		"worker.idle_rss_mib":      "",
+		"raw.unix.pingpong_p50_us":         "",
+		"raw.tcp.pingpong_p50_us":          "",
+		"raw.unix.bulk_mb_per_s":           "",
+		"startup.4workers_ms":              "",
+		"call.p50_us":                      "raw.unix.pingpong_p50_us",
+		"call.p99_us":                      "raw.unix.pingpong_p50_us",
+		"call.async_per_s":                 "",
+		"send.mb_per_s":                    "raw.unix.bulk_mb_per_s",
+		"fetch.mb_per_s":                   "raw.unix.bulk_mb_per_s",
+		"channel.roundtrip_us":             "",
+		"worker.idle_rss_mib":              "",
+		"pmap.overhead_us_per_item":        "",
+		"pmap.overhead_us_per_item_batch1": "",
+		"pmap.speedup":                     "",
+		"reduce.serial_sum_1e8_ms":         "",
+		"reduce.sum_1e8_ms":                "reduce.serial_sum_1e8_ms",
 	}
 	for name, base := range want {
 		f, ok := got[name]

@@ -199,7 +199,8 @@ func (c *Conn) handleInline(f *Frame, r *bufio.Reader) bool {
 	c.inline.Store(run)
 	mon.active()
 	c.handler(c, f)
-	c.inline.Store(nil)
+	// Only our own record: after a takeover, the new reader may be running a handler of its own.
+	c.inline.CompareAndSwap(run, nil)
 	return !run.state.CompareAndSwap(0, 1)
 }
 
