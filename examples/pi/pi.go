@@ -1,5 +1,6 @@
-// Package pi estimates π by Monte Carlo on every worker of a cluster: each worker draws its
-// share of random points, and the driver adds up the hits. It is the README's main job.
+// Package pi estimates π by Monte Carlo with Reduce, Julia's @distributed (+) for: the range of
+// sample indices is split into one contiguous chunk per worker, each worker counts the hits of
+// its chunk, and the driver adds the counts. It is the README's main job.
 package pi
 
 import (
@@ -13,13 +14,14 @@ import (
 	"github.com/godist/dist"
 )
 
-// Hits counts, of n random points in the unit square drawn with seed, those inside the
-// quarter circle.
-var Hits = dist.NewFunc("examples/pi.hits", func(ctx context.Context, a Args) (int64, error) {
-	rng := rand.New(rand.NewPCG(a.Seed, uint64(dist.Current(ctx).MyID())))
+// Hits counts, of the random points numbered r.Lo to r.Hi-1, those inside the quarter circle.
+// Each chunk seeds its generator from its own bounds, so a run is reproducible however the
+// range is split.
+var Hits = dist.NewFunc("examples/pi.hits", func(ctx context.Context, r dist.Range) (int64, error) {
+	rng := rand.New(rand.NewPCG(uint64(r.Lo), uint64(r.Hi)))
 	var in int64
-	for i := int64(0); i < a.N; i++ {
-		if i%(1<<20) == 0 && ctx.Err() != nil {
+	for i := r.Lo; i < r.Hi; i++ {
+		if (i-r.Lo)%(1<<20) == 0 && ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
 		x, y := rng.Float64(), rng.Float64()
@@ -30,43 +32,21 @@ var Hits = dist.NewFunc("examples/pi.hits", func(ctx context.Context, a Args) (i
 	return in, nil
 })
 
-// Args is one worker's share of the work.
-type Args struct {
-	N    int64
-	Seed uint64
-}
-
-// Run estimates π with -n points (default 200 million) spread over c's workers and prints the
-// estimate, the time taken, and each worker's share.
+// Run estimates π with -n points (default 200 million) over c's workers and prints the
+// estimate and the time taken.
 func Run(ctx context.Context, c *dist.Cluster, w io.Writer, args []string) error {
 	fs := flag.NewFlagSet("pi", flag.ContinueOnError)
-	n := fs.Int64("n", 200_000_000, "number of random points")
-	seed := fs.Uint64("seed", 1, "random seed")
+	n := fs.Int("n", 200_000_000, "number of random points")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	workers := c.Workers()
 	start := time.Now()
-	futs := make(map[int]*dist.Future[int64], len(workers))
-	per := *n / int64(len(workers))
-	for i, pid := range workers {
-		share := per
-		if i == len(workers)-1 {
-			share = *n - per*int64(len(workers)-1)
-		}
-		futs[pid] = Hits.Go(ctx, c, pid, Args{N: share, Seed: *seed})
-	}
-	var hits int64
-	for _, pid := range workers {
-		h, err := futs[pid].Fetch(ctx)
-		if err != nil {
-			return err
-		}
-		hits += h
+	hits, err := dist.Reduce(ctx, c, 0, *n, Hits, func(a, b int64) int64 { return a + b })
+	if err != nil {
+		return err
 	}
 	elapsed := time.Since(start)
-	est := 4 * float64(hits) / float64(*n)
 	fmt.Fprintf(w, "π ≈ %.6f from %d points on %d workers %v in %v (%.0f Mpoints/s)\n",
-		est, *n, len(workers), workers, elapsed.Round(time.Millisecond), float64(*n)/elapsed.Seconds()/1e6)
+		4*float64(hits)/float64(*n), *n, len(c.Workers()), c.Workers(), elapsed.Round(time.Millisecond), float64(*n)/elapsed.Seconds()/1e6)
 	return nil
 }
