@@ -97,7 +97,7 @@ type Cluster struct {
 
 	ctx    context.Context // ends at Close: bounds every handler and background goroutine
 	cancel context.CancelFunc
-	bg     sync.WaitGroup
+	bg     tracker
 
 	joinMu  sync.Mutex // driver: serialises membership announcements
 	mu      sync.Mutex
@@ -535,8 +535,10 @@ func (c *Cluster) serveConn(nc net.Conn, pid int) *wire.Conn {
 		}
 		// Served on the reader goroutine: the connection hands reading to another goroutine
 		// if this takes long (see wire.Handler).
-		c.bg.Add(1)
-		defer c.bg.Done()
+		if !c.bg.add() {
+			return // shutting down: the connection is about to close
+		}
+		defer c.bg.done()
 		c.serve(st, cn, f)
 	}, func(err error) {
 		<-ready
@@ -823,5 +825,36 @@ func (c *Cluster) shutdown() {
 		cn.Close()
 	}
 	c.drops.stop()
-	c.bg.Wait()
+	c.bg.closeAndWait()
+}
+
+// tracker counts the cluster's background goroutines and handlers so that shutdown can wait
+// for them. Once it is closed it refuses new ones: a WaitGroup must not be added to while a
+// Wait on it may be running.
+type tracker struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// add registers one more goroutine; false means the cluster is shutting down and the work must
+// not start.
+func (t *tracker) add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Add(1)
+	return true
+}
+
+func (t *tracker) done() { t.wg.Done() }
+
+// closeAndWait refuses new goroutines and waits for the registered ones.
+func (t *tracker) closeAndWait() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.wg.Wait()
 }

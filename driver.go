@@ -160,9 +160,11 @@ func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
 	c.publish(Event{Kind: Joined, Pid: pid})
 	// A worker that dies without its connection noticing (it never does on one host, but a
 	// dead host may) is still removed once its process handle reports the exit.
-	c.bg.Add(1)
+	if !c.bg.add() {
+		return pid, nil // closing: Close stops this worker with the others
+	}
 	go func() {
-		defer c.bg.Done()
+		defer c.bg.done()
 		select {
 		case <-c.ctx.Done():
 		case <-procDone(p):

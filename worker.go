@@ -87,9 +87,9 @@ func runWorker(stdin io.Reader, stdout io.Writer) int {
 	c.mu.Lock()
 	c.lns = append(c.lns, ln)
 	c.mu.Unlock()
-	c.bg.Add(1)
+	c.bg.add() // a new cluster: always accepted
 	go func() {
-		defer c.bg.Done()
+		defer c.bg.done()
 		c.acceptLoop(ln)
 	}()
 	fmt.Fprintf(stdout, "%s %d %s %s\n", handshakePrefix, protocolVersion, wc.Network, addr)
@@ -158,9 +158,12 @@ func (c *Cluster) acceptLoop(ln net.Listener) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		c.bg.Add(1)
+		if !c.bg.add() {
+			nc.Close()
+			return
+		}
 		go func() {
-			defer c.bg.Done()
+			defer c.bg.done()
 			if err := wire.Accept(nc, c.cookie, handshakeTimeout); err != nil {
 				c.log.Error("rejected connection", "remote", nc.RemoteAddr().String(), "err", err)
 				nc.Close()
