@@ -28,7 +28,8 @@ go test -count=1 -timeout 15m ./... 2>&1 | tee "$log"
 passed=$(grep -c '^ok ' "$log" || true)
 
 echo "== go test -race (core)"
-go test -count=1 -race -timeout 10m ./internal/... .
+# -short: timing reports (rawbench) mean nothing under the race detector.
+go test -count=1 -race -short -timeout 10m ./internal/... ./shm .
 
 echo "== fuzz targets (5s each beyond the kept corpus)"
 for pkg in . ./internal/wire ./internal/codec; do
