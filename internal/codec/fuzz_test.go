@@ -72,6 +72,11 @@ func FuzzCodecDecode(f *testing.F) {
 			v := reflect.ValueOf(dst).Elem().Interface()
 			b, err := codec.Marshal(v)
 			if err != nil {
+				// An epoch time far outside years 0–9999 decodes (tag 1 allows it) but has no
+				// RFC 3339 form: encoding it is an error, which is all we ask of it.
+				if strings.Contains(err.Error(), "time.Time") {
+					continue
+				}
 				t.Fatalf("re-encoding %#v decoded from %x: %v", v, data, err)
 			}
 			again := reflect.New(reflect.TypeOf(dst).Elem())
