@@ -39,7 +39,8 @@ func runTestDriver() int {
 
 func TestWorkersExitWhenDriverDies(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
-	cmd.Env = append(os.Environ(), "GODIST_TEST_DRIVER=1")
+	// The killed driver cannot remove its socket directory: give it one the test removes.
+	cmd.Env = append(os.Environ(), "GODIST_TEST_DRIVER=1", "TMPDIR="+t.TempDir())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
