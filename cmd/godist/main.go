@@ -2,6 +2,7 @@
 //
 //	godist bench [-json] [PREFIX...]   measure latency, throughput, startup and memory
 //	godist run [-p N] EXAMPLE [ARGS]   run a built-in example on a local cluster of N workers
+//	godist shm ls|clean                list or clean up named shared-memory segments
 //	godist version
 package main
 
@@ -33,6 +34,8 @@ commands:
   bench [-json] [-quick] [PREFIX...]
                               measure godist beside raw socket baselines; with prefixes,
                               only the figures whose names start with one of them
+  shm [-prefix P] ls|clean    list named shared-memory segments, or remove those whose
+                              creator has exited
   version                     print the protocol version
 `)
 }
@@ -71,6 +74,8 @@ func run(args []string) int {
 		return 0
 	case "run":
 		return runExample(ctx, args[1:])
+	case "shm":
+		return runShm(args[1:], os.Stdout)
 	case "version":
 		fmt.Println("godist protocol", dist.ProtocolVersion)
 		return 0
