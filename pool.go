@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
-	"sort"
 	"sync"
 	"weak"
 )
@@ -157,12 +157,7 @@ func (p *WorkerPool) Remove(pid int) {
 func (p *WorkerPool) Workers() []int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pids := make([]int, 0, len(p.members))
-	for pid := range p.members {
-		pids = append(pids, pid)
-	}
-	sort.Ints(pids)
-	return pids
+	return slices.Sorted(maps.Keys(p.members))
 }
 
 // Len returns the number of members, free or taken.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"os"
@@ -742,12 +743,7 @@ func (q *TaskQueue) Len() int {
 func (q *TaskQueue) Pids() []int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	pids := make([]int, 0, len(q.feeders))
-	for p := range q.feeders {
-		pids = append(pids, p)
-	}
-	sort.Ints(pids)
-	return pids
+	return slices.Sorted(maps.Keys(q.feeders))
 }
 
 // Pause stops the feeders from taking tasks; tasks already running go on. Tasks can still be
