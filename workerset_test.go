@@ -36,18 +36,6 @@ var (
 	exclusiveRunning atomic.Int32
 )
 
-// wsWaitFor polls cond for up to 10 s.
-func wsWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestWorkerSetRoundRobin(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	c, _ := disttest.Start(t, 3)
@@ -85,11 +73,11 @@ func TestWorkerSetFirstFreeQueuesUntilAWorkerFrees(t *testing.T) {
 	gate2, _ := dist.NewRemoteChannel[int](ctx, c, 1, 1)
 	gate3, _ := dist.NewRemoteChannel[int](ctx, c, 1, 1)
 	busy2 := dist.WorkerSetGo(ctx, ws, takeThenWho, gate2)
-	wsWaitFor(t, "a first busy worker", func() bool { return len(ws.Free()) == 1 })
+	disttest.Eventually(t, 10*time.Second, "a first busy worker", func() bool { return len(ws.Free()) == 1 })
 	busy3 := dist.WorkerSetGo(ctx, ws, takeThenWho, gate3)
-	wsWaitFor(t, "both workers busy", func() bool { return len(ws.Free()) == 0 })
+	disttest.Eventually(t, 10*time.Second, "both workers busy", func() bool { return len(ws.Free()) == 0 })
 	queued := dist.WorkerSetGo(ctx, ws, whoami, struct{}{})
-	wsWaitFor(t, "the third call to queue", func() bool { return ws.Waiting() == 1 })
+	disttest.Eventually(t, 10*time.Second, "the third call to queue", func() bool { return ws.Waiting() == 1 })
 	if queued.Ready() {
 		t.Fatal("the queued call ran while every worker was busy")
 	}
@@ -109,7 +97,7 @@ func TestWorkerSetFirstFreeQueuesUntilAWorkerFrees(t *testing.T) {
 	if id, err := busy2.Fetch(ctx); err != nil || id != 2 {
 		t.Fatalf("first call: %d, %v", id, err)
 	}
-	wsWaitFor(t, "both workers free", func() bool { return len(ws.Free()) == 2 && ws.Waiting() == 0 })
+	disttest.Eventually(t, 10*time.Second, "both workers free", func() bool { return len(ws.Free()) == 2 && ws.Waiting() == 0 })
 }
 
 func TestWorkerSetFirstFreeNeverDoublesUp(t *testing.T) {
@@ -169,7 +157,7 @@ func TestWorkerSetCancelWhileWaiting(t *testing.T) {
 	defer ws.Close()
 	gate, _ := dist.NewRemoteChannel[int](ctx, c, 1, 1)
 	busy := dist.WorkerSetGo(ctx, ws, takeThenWho, gate)
-	wsWaitFor(t, "the worker to be busy", func() bool { return len(ws.Free()) == 0 })
+	disttest.Eventually(t, 10*time.Second, "the worker to be busy", func() bool { return len(ws.Free()) == 0 })
 	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	if _, err := dist.WorkerSetCall(wctx, ws, whoami, struct{}{}); !errors.Is(err, context.DeadlineExceeded) {
@@ -182,7 +170,7 @@ func TestWorkerSetCancelWhileWaiting(t *testing.T) {
 	if _, err := busy.Fetch(ctx); err != nil {
 		t.Fatal(err)
 	}
-	wsWaitFor(t, "the worker to be free", func() bool { return slices.Equal(ws.Free(), []int{2}) })
+	disttest.Eventually(t, 10*time.Second, "the worker to be free", func() bool { return slices.Equal(ws.Free(), []int{2}) })
 }
 
 func TestWorkerSetDropsDeadWorkers(t *testing.T) {
@@ -197,9 +185,9 @@ func TestWorkerSetDropsDeadWorkers(t *testing.T) {
 	// comes back as free.
 	gate, _ := dist.NewRemoteChannel[int](ctx, c, 1, 1)
 	busy := dist.WorkerSetGo(ctx, solo, takeThenWho, gate)
-	wsWaitFor(t, "worker 4 busy", func() bool { return len(solo.Free()) == 0 })
+	disttest.Eventually(t, 10*time.Second, "worker 4 busy", func() bool { return len(solo.Free()) == 0 })
 	waiting := dist.WorkerSetGo(ctx, solo, whoami, struct{}{})
-	wsWaitFor(t, "a call waiting for worker 4", func() bool { return solo.Waiting() == 1 })
+	disttest.Eventually(t, 10*time.Second, "a call waiting for worker 4", func() bool { return solo.Waiting() == 1 })
 	disttest.Kill(t, c, 4)
 	if _, err := busy.Fetch(ctx); !errors.Is(err, dist.ErrProcessExited) {
 		t.Fatalf("call on the killed worker: %v", err)
@@ -213,7 +201,7 @@ func TestWorkerSetDropsDeadWorkers(t *testing.T) {
 
 	// An idle member dies: calls go to the survivor only.
 	disttest.Kill(t, c, 3)
-	wsWaitFor(t, "worker 3 dropped", func() bool { return slices.Equal(ws.Pids(), []int{2}) })
+	disttest.Eventually(t, 10*time.Second, "worker 3 dropped", func() bool { return slices.Equal(ws.Pids(), []int{2}) })
 	for range 4 {
 		if id, err := dist.WorkerSetCall(ctx, ws, whoami, struct{}{}); err != nil || id != 2 {
 			t.Fatalf("call after worker 3 died: %d, %v", id, err)
@@ -233,7 +221,7 @@ func TestWorkerSetFollowsJoinsAndCloses(t *testing.T) {
 	if _, err := c.AddProcs(ctx, nil, 1); err != nil {
 		t.Fatal(err)
 	}
-	wsWaitFor(t, "the new worker to join the set", func() bool { return slices.Equal(ws.Pids(), []int{2, 3}) })
+	disttest.Eventually(t, 10*time.Second, "the new worker to join the set", func() bool { return slices.Equal(ws.Pids(), []int{2, 3}) })
 	if got := fixed.Pids(); !slices.Equal(got, []int{2}) {
 		t.Fatalf("a set of given pids followed a join: %v", got)
 	}
@@ -241,7 +229,7 @@ func TestWorkerSetFollowsJoinsAndCloses(t *testing.T) {
 	var wg sync.WaitGroup
 	gate, _ := dist.NewRemoteChannel[int](ctx, c, 1, 2)
 	held := []*dist.Future[int]{dist.WorkerSetGo(ctx, ws, takeThenWho, gate), dist.WorkerSetGo(ctx, ws, takeThenWho, gate)}
-	wsWaitFor(t, "both members busy", func() bool { return len(ws.Free()) == 0 })
+	disttest.Eventually(t, 10*time.Second, "both members busy", func() bool { return len(ws.Free()) == 0 })
 	errs := make(chan error, 2)
 	for range 2 {
 		wg.Add(1)
@@ -251,7 +239,7 @@ func TestWorkerSetFollowsJoinsAndCloses(t *testing.T) {
 			errs <- err
 		}()
 	}
-	wsWaitFor(t, "two waiting calls", func() bool { return ws.Waiting() == 2 })
+	disttest.Eventually(t, 10*time.Second, "two waiting calls", func() bool { return ws.Waiting() == 2 })
 	ws.Close()
 	wg.Wait()
 	for range 2 {

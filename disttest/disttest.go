@@ -168,3 +168,16 @@ func WaitGone(c *dist.Cluster, pid int, d time.Duration) error {
 	}
 	return errors.New("disttest: process still a member")
 }
+
+// Eventually polls cond every few milliseconds for up to d and fails the test, naming what,
+// if cond never holds.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("disttest: timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
