@@ -15,3 +15,11 @@ var (
 	OpenNamedIn = openNamedIn
 	UnlinkIn    = unlinkIn
 )
+
+// SetHostID makes this process believe it runs on host (boot id boot) until restore is
+// called, so that a test can see arrays from "another host" with real workers.
+func SetHostID(host, boot string) (restore func()) {
+	old := hostID
+	hostID = func() (string, string) { return host, boot }
+	return func() { hostID = old }
+}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godist/dist"
 	"github.com/godist/dist/shm"
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +28,7 @@ const childEnv = "GODIST_SHM_TEST_CHILD"
 var testPrefix = fmt.Sprintf("godisttest%d", os.Getpid())
 
 func TestMain(m *testing.M) {
+	dist.Main() // workers of the cluster tests are this binary re-executed
 	if role := os.Getenv(childEnv); role != "" {
 		if err := child(role); err != nil {
 			fmt.Fprintf(os.Stderr, "child %s: %v\n", role, err)
