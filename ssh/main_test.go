@@ -1,0 +1,130 @@
+package ssh_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/godist/dist"
+)
+
+// TestMain makes the test binary a worker program: the manager runs it on the hosts.
+func TestMain(m *testing.M) {
+	dist.Main()
+	os.Exit(m.Run())
+}
+
+// Functions the tests run on workers.
+var (
+	hostname = dist.NewFunc("sshtest.hostname", func(ctx context.Context, _ int) (string, error) {
+		return os.Hostname()
+	})
+	// pairHost runs on one worker, calls hostname on another and returns both hostnames:
+	// a worker-to-worker call.
+	pairHost = dist.NewFunc("sshtest.pairhost", func(ctx context.Context, other int) ([2]string, error) {
+		me, err := os.Hostname()
+		if err != nil {
+			return [2]string{}, err
+		}
+		them, err := hostname.Call(ctx, dist.Current(ctx), other, 0)
+		return [2]string{me, them}, err
+	})
+	exePath = dist.NewFunc("sshtest.exe", func(ctx context.Context, _ int) (string, error) {
+		return os.Executable()
+	})
+	sleepFor = dist.NewFunc("sshtest.sleep", func(ctx context.Context, d time.Duration) (string, error) {
+		select {
+		case <-time.After(d):
+			return "slept", nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	})
+
+	sigMu sync.Mutex
+	sigCh chan os.Signal
+	// armSigint makes this worker catch SIGINT instead of dying of it.
+	armSigint = dist.NewFunc("sshtest.armsigint", func(ctx context.Context, _ int) (int, error) {
+		sigMu.Lock()
+		defer sigMu.Unlock()
+		if sigCh == nil {
+			sigCh = make(chan os.Signal, 1)
+			signal.Notify(sigCh, os.Interrupt)
+		}
+		return os.Getpid(), nil
+	})
+	// awaitSigint blocks until the worker receives SIGINT and says where it got it.
+	awaitSigint = dist.NewFunc("sshtest.awaitsigint", func(ctx context.Context, _ int) (string, error) {
+		sigMu.Lock()
+		ch := sigCh
+		sigMu.Unlock()
+		if ch == nil {
+			return "", fmt.Errorf("not armed")
+		}
+		select {
+		case s := <-ch:
+			h, _ := os.Hostname()
+			return fmt.Sprintf("%v on %s", s, h), nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	})
+)
+
+// testHosts is what scripts/hosts.sh wrote in its env file.
+type testHosts struct {
+	names  []string
+	addrs  []string
+	config string // ssh_config for the hosts
+	known  string // known_hosts
+	prefix string // netns and veth name prefix
+}
+
+// hostsEnvFile is where scripts/hosts.sh leaves its environment (GODIST_HOSTS_DIR moves it).
+func hostsEnvFile() string {
+	dir := os.Getenv("GODIST_HOSTS_DIR")
+	if dir == "" {
+		dir = "/run/godist/hosts"
+	}
+	return dir + "/env"
+}
+
+// needHosts returns the test hosts, or skips the test when scripts/hosts.sh has not been run
+// (and fails it under CI=true, where the hosts must be up).
+func needHosts(t *testing.T) testHosts {
+	t.Helper()
+	f, err := os.Open(hostsEnvFile())
+	if err != nil {
+		msg := fmt.Sprintf("ssh test hosts are not up (%v): run scripts/hosts.sh as root first", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export ")
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = strings.Trim(v, `"`)
+		}
+	}
+	h := testHosts{
+		names:  strings.Fields(env["GODIST_HOSTS"]),
+		addrs:  strings.Fields(env["GODIST_HOST_ADDRS"]),
+		config: env["SSH_CONFIG"],
+		known:  env["SSH_KNOWN_HOSTS"],
+		prefix: env["GODIST_NS_PREFIX"],
+	}
+	if len(h.names) < 3 || len(h.addrs) != len(h.names) || h.config == "" {
+		t.Fatalf("%s is incomplete (want 3 hosts, SSH_CONFIG): %v", hostsEnvFile(), env)
+	}
+	return h
+}

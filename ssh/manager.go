@@ -1,0 +1,584 @@
+// Package ssh starts godist workers on other machines through the system ssh binary, so
+// that everything ssh is configured with (ssh_config, keys, agents, ProxyJump, known hosts)
+// applies unchanged. It is the counterpart of Julia's SSHManager (addprocs with machine
+// specifications).
+//
+// Each worker is one ssh session running the worker executable on its host; the worker
+// reads its configuration on standard input, listens on TCP at the host's bind address and
+// prints that address, which the driver dials. Workers reach each other directly at those
+// addresses, so hosts must reach each other's bind addresses (or the driver alone, with
+// Options.Tunnel). A worker ends when its ssh session does: killing the ssh client, or
+// losing the host, ends the worker.
+//
+// The program on every host must be the same binary as the driver's (the functions a
+// cluster runs are those the binary registered): by default the manager runs the driver's own
+// path on each host and copies its binary there first where it is missing.
+package ssh
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/godist/dist"
+)
+
+// Options configure a Manager. The zero value is ready to use.
+type Options struct {
+	// SSH is the ssh program (default "ssh", looked up in PATH).
+	SSH string
+	// Flags go on every ssh command line before the host, e.g. []string{"-F", configPath}
+	// or []string{"-i", keyPath, "-o", "StrictHostKeyChecking=yes"}. An option given here
+	// with -o wins over the manager's own -o settings (ssh keeps the first value it reads).
+	Flags []string
+	// MaxParallel bounds how many ssh sessions are being set up at once (launches, and the
+	// probes and copies that precede them); default 10. A session counts until its worker
+	// has printed its address.
+	MaxParallel int
+	// Dir is the workers' working directory on every host; empty: the login directory.
+	Dir string
+	// Env is added to the workers' environment on every host, as "NAME=value" entries.
+	Env []string
+	// Exe is the path of the worker executable on the hosts; empty: the driver's own path
+	// (os.Executable()).
+	Exe string
+	// NoCopy makes a host where Exe is missing fail instead of receiving a copy of the
+	// driver's binary. A copy is only made to a host with the driver's operating system and
+	// architecture; an existing file at Exe is never replaced nor compared.
+	NoCopy bool
+	// Tunnel makes the driver reach each worker through an ssh local forward (ssh -L) instead
+	// of dialling its host directly: the workers listen on their host's loopback, so only
+	// the ssh port needs to be open. Workers on other hosts cannot reach a tunnelled worker,
+	// so worker-to-worker calls to it fail; use it with calls from the driver (Pmap, pools).
+	Tunnel bool
+	// KeepAlive is the interval of ssh's keep-alive probes (ServerAliveInterval); after 3
+	// unanswered probes ssh gives up, and the host's workers are reported exited. Default
+	// 2s, so a lost host is noticed within about 8s; negative leaves it to ssh's config.
+	KeepAlive time.Duration
+	// ConnectTimeout bounds ssh's connection to a host (ConnectTimeout); default 10s;
+	// negative leaves it to ssh's config.
+	ConnectTimeout time.Duration
+}
+
+// Manager is a dist.Manager that starts workers over ssh on a list of machines. Its methods
+// are safe for concurrent use.
+type Manager struct {
+	machines []Machine
+	opt      Options
+	ssh      string
+	exe      string // path on the hosts
+	self     string // this binary, for copies
+	sem      chan struct{}
+
+	mu    sync.Mutex
+	hosts map[int]*hostInfo // by machine index; filled by probes
+	ports map[int]int       // by machine index: how many fixed ports were handed out
+	procs map[*Process]struct{}
+}
+
+// hostInfo is what a probe learned about a machine.
+type hostInfo struct {
+	addr   string // the host's address as its sshd saw our connection arrive
+	goos   string
+	goarch string
+	cpus   int
+	hasExe bool
+}
+
+// New returns a manager for machines. Start workers with dist.Start(ctx,
+// dist.WithManager(m), dist.WithWorkers(n)), c.AddProcs(ctx, m, n) or AddProcs(ctx, c, m);
+// see Launch for how workers are spread over the machines.
+func New(machines []Machine, opt Options) (*Manager, error) {
+	if len(machines) == 0 {
+		return nil, errors.New("ssh: no machines")
+	}
+	for _, mc := range machines {
+		if mc.Host == "" {
+			return nil, fmt.Errorf("ssh: machine %q has no host", mc.String())
+		}
+		if mc.Count <= 0 && mc.Count != Auto {
+			return nil, fmt.Errorf("ssh: machine %s: count %d is neither positive nor Auto", mc.name(), mc.Count)
+		}
+	}
+	m := &Manager{
+		machines: append([]Machine(nil), machines...),
+		opt:      opt,
+		ssh:      opt.SSH,
+		exe:      opt.Exe,
+		hosts:    make(map[int]*hostInfo),
+		ports:    make(map[int]int),
+		procs:    make(map[*Process]struct{}),
+	}
+	if m.ssh == "" {
+		m.ssh = "ssh"
+	}
+	if p, err := exec.LookPath(m.ssh); err == nil {
+		m.ssh = p
+	} else {
+		return nil, fmt.Errorf("ssh: %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("ssh: finding this program: %w", err)
+	}
+	m.self = self
+	if m.exe == "" {
+		m.exe = self
+	}
+	n := opt.MaxParallel
+	if n <= 0 {
+		n = 10
+	}
+	m.sem = make(chan struct{}, n)
+	return m, nil
+}
+
+// AddProcs starts on c every worker m's machines ask for (their counts, Auto resolved) and
+// returns their pids, like c.AddProcs.
+func AddProcs(ctx context.Context, c *dist.Cluster, m *Manager, opts ...dist.Option) ([]int, error) {
+	n, err := m.Count(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.AddProcs(ctx, m, n, opts...)
+}
+
+// Count returns how many workers the machines ask for, asking hosts with an Auto count
+// for their CPU count. Hosts that cannot be asked make it fail.
+func (m *Manager) Count(ctx context.Context) (int, error) {
+	infos, errs := m.probe(ctx, m.allIndexes(func(mc Machine) bool { return mc.Count == Auto }))
+	if len(errs) > 0 {
+		var all []error
+		for _, i := range m.allIndexes(func(Machine) bool { return true }) {
+			if errs[i] != nil {
+				all = append(all, errs[i])
+			}
+		}
+		return 0, errors.Join(all...)
+	}
+	n := 0
+	for i, mc := range m.machines {
+		if mc.Count == Auto {
+			n += infos[i].cpus
+		} else {
+			n += mc.Count
+		}
+	}
+	return n, nil
+}
+
+// Processes returns the workers this manager started that have not ended yet.
+func (m *Manager) Processes() []*Process {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ps := make([]*Process, 0, len(m.procs))
+	for p := range m.procs {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+func (m *Manager) allIndexes(keep func(Machine) bool) []int {
+	var idx []int
+	for i, mc := range m.machines {
+		if keep(mc) {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// Launch implements dist.Manager. It spreads spec.Count workers over the machines round
+// robin, each up to its count (Auto: its CPU count); workers beyond the machines' total
+// continue round robin over all of them. Before the first launch on a host it asks the host
+// (one ssh session) for its address, CPU count, system and whether the executable is there,
+// and copies this binary there if it is not. Every failure names its host and cause, e.g.
+// "h2: ssh exited 255: Permission denied (publickey)", and is a *HostError.
+func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Process, error) {
+	if spec.Count <= 0 {
+		return nil, nil
+	}
+	infos, perrs := m.probe(ctx, m.allIndexes(func(Machine) bool { return true }))
+	failed := make(map[int]bool)
+	var errs []error
+	for i := range m.machines {
+		if err := perrs[i]; err != nil {
+			failed[i] = true
+			errs = append(errs, err)
+		}
+	}
+	place := placement(m.machines, infos, spec.Count)
+	used := make(map[int]bool)
+	for _, i := range place {
+		if !failed[i] {
+			used[i] = true
+		}
+	}
+	cerrs := m.ensureExe(ctx, used, infos)
+	for i := range m.machines {
+		if err := cerrs[i]; err != nil {
+			failed[i] = true
+			errs = append(errs, err)
+		}
+	}
+
+	type result struct {
+		p   *Process
+		err error
+	}
+	results := make(chan result, len(place))
+	launched := 0
+	for _, i := range place {
+		if failed[i] {
+			continue // its error is reported once, above
+		}
+		launched++
+		bind := m.bindFor(i, infos[i])
+		go func() {
+			p, err := m.start(ctx, i, spec, bind)
+			results <- result{p, err}
+		}()
+	}
+	var procs []dist.Process
+	for range launched {
+		r := <-results
+		if r.err != nil {
+			errs = append(errs, r.err)
+			continue
+		}
+		procs = append(procs, r.p)
+	}
+	return procs, errors.Join(errs...)
+}
+
+// placement returns the machine index of each of n workers.
+func placement(machines []Machine, infos map[int]*hostInfo, n int) []int {
+	caps := make([]int, len(machines))
+	for i, mc := range machines {
+		caps[i] = mc.Count
+		if mc.Count == Auto {
+			caps[i] = 1 // a host that could not be asked is tried once, to report why
+			if hi := infos[i]; hi != nil {
+				caps[i] = hi.cpus
+			}
+		}
+	}
+	out := make([]int, 0, n)
+	took := make([]int, len(machines))
+	for len(out) < n {
+		progress := false
+		for i := range machines {
+			if len(out) < n && took[i] < caps[i] {
+				out = append(out, i)
+				took[i]++
+				progress = true
+			}
+		}
+		if !progress { // every machine is full: oversubscribe evenly
+			for i := range machines {
+				if len(out) < n {
+					out = append(out, i)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// bindFor is the address a new worker on machine i listens on.
+func (m *Manager) bindFor(i int, hi *hostInfo) string {
+	if m.opt.Tunnel {
+		return "127.0.0.1:0"
+	}
+	mc := m.machines[i]
+	addr := mc.BindAddr
+	if addr == "" {
+		addr = hi.addr
+	}
+	port := 0
+	if mc.BindPort != 0 {
+		m.mu.Lock()
+		port = mc.BindPort + m.ports[i]
+		m.ports[i]++
+		m.mu.Unlock()
+	}
+	if strings.Contains(addr, ":") {
+		addr = "[" + addr + "]"
+	}
+	return addr + ":" + strconv.Itoa(port)
+}
+
+// acquire takes one of the MaxParallel slots for setting up an ssh session.
+func (m *Manager) acquire(ctx context.Context) error {
+	select {
+	case m.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Manager) release() { <-m.sem }
+
+// baseArgs are the ssh arguments every session to machine i starts with, up to the host.
+func (m *Manager) baseArgs(i int) []string {
+	a := append([]string(nil), m.opt.Flags...)
+	// Never prompt (a prompt would hang a launch); never a terminal (the worker's streams
+	// carry its protocol); no X11 forwarding.
+	a = append(a, "-T", "-x", "-o", "BatchMode=yes")
+	if d := m.opt.KeepAlive; d >= 0 {
+		if d == 0 {
+			d = 2 * time.Second
+		}
+		a = append(a, "-o", "ServerAliveInterval="+seconds(d), "-o", "ServerAliveCountMax=3")
+	}
+	if d := m.opt.ConnectTimeout; d >= 0 {
+		if d == 0 {
+			d = 10 * time.Second
+		}
+		a = append(a, "-o", "ConnectTimeout="+seconds(d))
+	}
+	return a
+}
+
+func seconds(d time.Duration) string {
+	return strconv.Itoa(max(1, int((d+time.Second-1)/time.Second)))
+}
+
+// command returns an ssh command for machine i with the extra options, running script with
+// sh there (none if script is empty). The script goes through sh -c so that the user's login
+// shell, whatever it is, only has to run one single-quoted word.
+func (m *Manager) command(i int, extra []string, script string) *exec.Cmd {
+	args := m.baseArgs(i)
+	args = append(args, extra...)
+	args = append(args, m.machines[i].sshArgs()...)
+	if script != "" {
+		args = append(args, "exec sh -c "+quote(script))
+	}
+	cmd := exec.Command(m.ssh, args...)
+	// Own process group: a terminal's ^C reaches the driver, which stops workers in order,
+	// and not the ssh clients, which would drop them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 2 * time.Second
+	return cmd
+}
+
+// run runs script on machine i and returns its standard output; a failure is a *HostError
+// with what ssh or the script said on standard error.
+func (m *Manager) run(ctx context.Context, i int, script string, stdin *os.File) ([]byte, error) {
+	if err := m.acquire(ctx); err != nil {
+		return nil, m.hostErr(i, -1, "", err)
+	}
+	defer m.release()
+	c := m.command(i, nil, script)
+	cmd := exec.CommandContext(ctx, c.Path, c.Args[1:]...)
+	cmd.SysProcAttr, cmd.WaitDelay = c.SysProcAttr, c.WaitDelay
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	err := cmd.Run()
+	if err == nil {
+		return stdout.Bytes(), nil
+	}
+	if ctx.Err() != nil {
+		return nil, m.hostErr(i, -1, "", ctx.Err())
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.Exited() {
+		return nil, m.hostErr(i, ee.ExitCode(), stderr.String(), nil)
+	}
+	return nil, m.hostErr(i, -1, stderr.String(), err)
+}
+
+// probe asks each machine in idx that has not been asked yet about itself, in parallel. It
+// returns what is known of every machine, and an error for each that failed.
+func (m *Manager) probe(ctx context.Context, idx []int) (map[int]*hostInfo, map[int]error) {
+	infos := make(map[int]*hostInfo)
+	errs := make(map[int]error)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, i := range idx {
+		m.mu.Lock()
+		hi := m.hosts[i]
+		m.mu.Unlock()
+		if hi != nil {
+			infos[i] = hi
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hi, err := m.probeOne(ctx, i)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			infos[i] = hi
+			m.mu.Lock()
+			m.hosts[i] = hi
+			m.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return infos, errs
+}
+
+func (m *Manager) probeOne(ctx context.Context, i int) (*hostInfo, error) {
+	exe := quote(m.exe)
+	script := `echo "godist-probe conn $SSH_CONNECTION"
+echo "godist-probe os $(uname -s)"
+echo "godist-probe arch $(uname -m)"
+echo "godist-probe cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
+if [ -f ` + exe + ` ] && [ -x ` + exe + ` ]; then echo "godist-probe exe 1"; else echo "godist-probe exe 0"; fi`
+	out, err := m.run(ctx, i, script, nil)
+	if err != nil {
+		return nil, err
+	}
+	hi := &hostInfo{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || f[0] != "godist-probe" {
+			continue // a login script's chatter
+		}
+		switch f[1] {
+		case "conn": // client_ip client_port server_ip server_port
+			if len(f) >= 6 {
+				hi.addr = f[4]
+			}
+		case "os":
+			if len(f) >= 3 {
+				hi.goos = goos(f[2])
+			}
+		case "arch":
+			if len(f) >= 3 {
+				hi.goarch = goarch(f[2])
+			}
+		case "cpus":
+			if len(f) >= 3 {
+				hi.cpus, _ = strconv.Atoi(f[2])
+			}
+		case "exe":
+			hi.hasExe = len(f) >= 3 && f[2] == "1"
+		}
+	}
+	if hi.cpus <= 0 {
+		return nil, m.hostErr(i, -1, "", fmt.Errorf("could not learn the host's CPU count from %q", out))
+	}
+	if hi.addr == "" && m.machines[i].BindAddr == "" && !m.opt.Tunnel {
+		return nil, m.hostErr(i, -1, "", errors.New("SSH_CONNECTION is not set on the host, so its address is unknown: give a bind address"))
+	}
+	return hi, nil
+}
+
+// ensureExe copies this binary to each used machine that lacks the executable, in parallel,
+// and returns an error for each machine that cannot run workers.
+func (m *Manager) ensureExe(ctx context.Context, used map[int]bool, infos map[int]*hostInfo) map[int]error {
+	errs := make(map[int]error)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range used {
+		hi := infos[i]
+		m.mu.Lock()
+		has := hi.hasExe
+		m.mu.Unlock()
+		if has {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := m.copyExe(ctx, i, hi)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+func (m *Manager) copyExe(ctx context.Context, i int, hi *hostInfo) error {
+	if m.opt.NoCopy {
+		return m.hostErr(i, -1, "", fmt.Errorf("no executable at %s (copying is off)", m.exe))
+	}
+	if hi.goos != runtime.GOOS || hi.goarch != runtime.GOARCH {
+		return m.hostErr(i, -1, "", fmt.Errorf("no executable at %s, and this binary (%s/%s) cannot run on a %s/%s host",
+			m.exe, runtime.GOOS, runtime.GOARCH, hi.goos, hi.goarch))
+	}
+	f, err := os.Open(m.self)
+	if err != nil {
+		return m.hostErr(i, -1, "", fmt.Errorf("copying this binary: %w", err))
+	}
+	defer f.Close()
+	// Written under a temporary name and renamed, so that a worker never runs a partial copy
+	// and concurrent copies from several drivers do not clash.
+	exe := quote(m.exe)
+	tmp := quote(m.exe+".godist-copy.") + "$$"
+	script := `set -e; mkdir -p ` + quote(path.Dir(m.exe)) + `; cat > ` + tmp + `; chmod 755 ` + tmp + `; mv -f ` + tmp + ` ` + exe
+	if _, err := m.run(ctx, i, script, f); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	hi.hasExe = true
+	m.mu.Unlock()
+	return nil
+}
+
+// quote makes s one word for a POSIX shell.
+func quote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func goos(uname string) string {
+	switch strings.ToLower(uname) {
+	case "linux":
+		return "linux"
+	case "darwin":
+		return "darwin"
+	case "freebsd":
+		return "freebsd"
+	case "openbsd":
+		return "openbsd"
+	case "netbsd":
+		return "netbsd"
+	}
+	return strings.ToLower(uname)
+}
+
+func goarch(uname string) string {
+	switch uname {
+	case "x86_64", "amd64":
+		return "amd64"
+	case "aarch64", "arm64":
+		return "arm64"
+	case "i386", "i486", "i586", "i686":
+		return "386"
+	case "armv6l", "armv7l":
+		return "arm"
+	case "ppc64le", "s390x", "riscv64", "loong64":
+		return uname
+	}
+	return uname
+}

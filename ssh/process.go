@@ -1,0 +1,426 @@
+package ssh
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/godist/dist"
+)
+
+// Lines the remote side prints before the worker's own handshake.
+const (
+	pidPrefix   = "godist-ssh-pid "
+	fwdReady    = "godist-ssh-forward-ready"
+	handshakeHd = "godist-worker "
+)
+
+// Process is one worker started over ssh: a local ssh client whose session runs the worker.
+// It implements dist.Process.
+type Process struct {
+	m         *Manager
+	idx       int
+	host      string
+	cmd       *exec.Cmd
+	stdin     io.WriteCloser
+	network   string
+	addr      string
+	remotePid atomic.Int64
+	done      chan struct{}
+	waitErr   error
+	tail      lineTail
+
+	mu      sync.Mutex
+	label   string
+	labeled bool
+	pending []string // lines printed before the worker joined, shown once it has
+	output  dist.OutputFunc
+	fwd     *exec.Cmd     // the tunnel's ssh -L, if any
+	fwdDone chan struct{} // closed when fwd has been reaped
+}
+
+// maxPending bounds the lines kept from a worker that has not joined yet.
+const maxPending = 1000
+
+// start launches one worker on machine i, listening on bind, and waits for its address.
+func (m *Manager) start(ctx context.Context, i int, spec dist.LaunchSpec, bind string) (*Process, error) {
+	if err := m.acquire(ctx); err != nil {
+		return nil, m.hostErr(i, -1, "", fmt.Errorf("launch cancelled: %w", err))
+	}
+	defer m.release()
+	cfg := spec.Config
+	cfg.Network, cfg.Bind = "tcp", bind
+	line, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// The shell's pid is the worker's, since each step execs the next: it is printed first
+	// so that Interrupt can signal the worker on its host.
+	script := "echo " + pidPrefix + "$$ && "
+	if m.opt.Dir != "" {
+		script += "cd " + quote(m.opt.Dir) + " && "
+	}
+	script += "exec env " + dist.EnvWorker + "=1"
+	for _, e := range m.opt.Env {
+		script += " " + quote(e)
+	}
+	script += " " + quote(m.exe)
+	// Not tied to ctx: the worker outlives the launch.
+	cmd := m.command(i, nil, script)
+	p := &Process{m: m, idx: i, host: m.machines[i].name(), cmd: cmd, done: make(chan struct{})}
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, m.hostErr(i, -1, "", fmt.Errorf("starting ssh: %w", err))
+	}
+	p.label = fmt.Sprintf("From worker %s (ssh pid %d)", p.host, cmd.Process.Pid)
+	m.mu.Lock()
+	m.procs[p] = struct{}{}
+	m.mu.Unlock()
+
+	addr := make(chan string, 1)
+	noAddr := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); p.readStdout(stdout, addr, noAddr) }()
+	go func() { defer wg.Done(); p.readStderr(stderr) }()
+	go func() {
+		wg.Wait() // the pipes must be drained before Wait closes them
+		p.waitErr = cmd.Wait()
+		p.stopForward()
+		m.mu.Lock()
+		delete(m.procs, p)
+		m.mu.Unlock()
+		close(p.done)
+	}()
+
+	// The configuration (with the cookie) travels on the encrypted session, never on a
+	// command line. A write error means ssh is gone already, which the wait below reports.
+	p.stdin.Write(append(line, '\n'))
+
+	fail := func(err error) (*Process, error) {
+		p.Kill()
+		<-p.done
+		p.SetPid(0) // drops what was kept for a worker that will never join
+		code := -1
+		var ee *exec.ExitError
+		if err == nil && errors.As(p.waitErr, &ee) && ee.Exited() {
+			code = ee.ExitCode()
+		} else if err == nil {
+			err = fmt.Errorf("ssh ended before the worker was ready: %v", p.waitErr)
+		}
+		return nil, &HostError{Host: p.host, ExitCode: code, Msg: sshSaid(p.tail.String()), Err: err}
+	}
+	timeout := spec.Timeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case hs := <-addr:
+		f := strings.Fields(hs)
+		if len(f) != 4 || f[1] != strconv.Itoa(dist.ProtocolVersion) || f[2] != "tcp" {
+			return fail(fmt.Errorf("the worker printed a handshake this driver does not understand: %q (is %s the same program as the driver?)", hs, m.exe))
+		}
+		p.network, p.addr = f[2], f[3]
+	case <-noAddr:
+		return fail(nil)
+	case <-timer.C:
+		return fail(fmt.Errorf("the worker printed no address within %v", timeout))
+	case <-ctx.Done():
+		return fail(fmt.Errorf("launch cancelled: %w", ctx.Err()))
+	}
+	p.mu.Lock()
+	p.label = fmt.Sprintf("From worker %s (pid %d there)", p.host, p.RemotePid())
+	p.mu.Unlock()
+	if m.opt.Tunnel {
+		if err := p.forward(ctx, timer.C); err != nil {
+			return fail(err)
+		}
+	}
+	return p, nil
+}
+
+func (p *Process) readStdout(r io.Reader, addr chan<- string, noAddr chan<- struct{}) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	found := false
+	for sc.Scan() {
+		line := sc.Text()
+		if !found {
+			if rest, ok := strings.CutPrefix(line, pidPrefix); ok && p.remotePid.Load() == 0 {
+				n, _ := strconv.Atoi(strings.TrimSpace(rest))
+				p.remotePid.Store(int64(n))
+				continue
+			}
+			if strings.HasPrefix(line, handshakeHd) {
+				found = true
+				addr <- line
+				continue
+			}
+			p.tail.add(line)
+		}
+		p.emit(line)
+	}
+	io.Copy(io.Discard, r) // a line too long for the scanner must not block the worker
+	if !found {
+		close(noAddr)
+	}
+}
+
+func (p *Process) readStderr(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		p.tail.add(sc.Text())
+		p.emit(sc.Text())
+	}
+	io.Copy(io.Discard, r)
+}
+
+// emit forwards a line of the worker's output, or keeps it until the worker has joined so
+// that it is labelled with the pid users know the worker by. It never blocks the readers on
+// the cluster: a worker that prints before its handshake must not stall its own launch.
+func (p *Process) emit(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.labeled {
+		if len(p.pending) < maxPending {
+			p.pending = append(p.pending, line)
+		}
+		return
+	}
+	if p.output != nil {
+		p.output(p.label, line)
+	}
+}
+
+// SetOutput sets where the worker's output lines go; the cluster calls it before SetPid.
+func (p *Process) SetOutput(f dist.OutputFunc) {
+	p.mu.Lock()
+	p.output = f
+	p.mu.Unlock()
+}
+
+// SetPid implements dist.Process: the worker joined as pid (0: it never will), and the lines
+// it printed so far are forwarded.
+func (p *Process) SetPid(pid int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pid > 0 {
+		p.label = fmt.Sprintf("From worker %d", pid)
+	}
+	p.labeled = true
+	pending := p.pending
+	p.pending = nil
+	if p.output != nil && pid > 0 {
+		for _, l := range pending {
+			p.output(p.label, l)
+		}
+	}
+}
+
+// Addr implements dist.Process: where the driver reaches the worker (with Tunnel, the local
+// end of its forward).
+func (p *Process) Addr() (network, address string) { return p.network, p.addr }
+
+// Host returns the worker's machine as given: [user@]host[:port].
+func (p *Process) Host() string { return p.host }
+
+// RemotePid returns the worker's process id on its host, or 0 if it never said.
+func (p *Process) RemotePid() int { return int(p.remotePid.Load()) }
+
+// Done is closed when the worker's ssh session has ended.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait implements dist.Process: it waits for the ssh session to end and returns how ssh
+// exited. It may be called many times.
+func (p *Process) Wait() error {
+	<-p.done
+	if ee := (*exec.ExitError)(nil); errors.As(p.waitErr, &ee) && ee.Exited() {
+		return &HostError{Host: p.host, ExitCode: ee.ExitCode(), Msg: sshSaid(p.tail.String())}
+	}
+	if p.waitErr != nil {
+		return &HostError{Host: p.host, ExitCode: -1, Err: p.waitErr}
+	}
+	return nil
+}
+
+// Kill implements dist.Process. It kills the local ssh client: its session closes, and the
+// worker, whose standard input ends, exits. A worker on a host that cannot be reached any
+// more lives on until the host notices the lost connection.
+func (p *Process) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	p.stopForward()
+	return nil
+}
+
+// Interrupt implements dist.Process: it sends SIGINT to the worker on its host, through a
+// new ssh session (at most 15s).
+func (p *Process) Interrupt() error {
+	pid := p.RemotePid()
+	if pid <= 0 {
+		return &HostError{Host: p.host, ExitCode: -1, Err: errors.New("interrupt: the worker's pid on its host is unknown")}
+	}
+	select {
+	case <-p.done:
+		return &HostError{Host: p.host, ExitCode: -1, Err: errors.New("interrupt: the worker has exited")}
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := p.m.run(ctx, p.idx, "kill -INT "+strconv.Itoa(pid), nil)
+	return err
+}
+
+// forward opens the tunnel: an ssh local forward from a free port on this machine's
+// loopback to the worker's port on its host's loopback. A port taken in between by someone
+// else makes ssh fail (ExitOnForwardFailure), and another is tried.
+func (p *Process) forward(ctx context.Context, deadline <-chan time.Time) error {
+	_, rport, err := net.SplitHostPort(p.addr)
+	if err != nil {
+		return err
+	}
+	var lastErr error
+	for range 3 {
+		lport, err := freePort()
+		if err != nil {
+			return err
+		}
+		spec := fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%s", lport, rport)
+		// LocalCommand runs once the forward listens: that line says it is ready.
+		cmd := p.m.command(p.idx, []string{"-N", "-o", "ExitOnForwardFailure=yes",
+			"-o", "PermitLocalCommand=yes", "-o", "LocalCommand=echo " + fwdReady, "-L", spec}, "")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		var stderr safeBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("tunnel: starting ssh: %w", err)
+		}
+		fwdDone := make(chan struct{})
+		ready := make(chan bool, 1)
+		go func() {
+			sc := bufio.NewScanner(out)
+			ok := false
+			for sc.Scan() {
+				if !ok && sc.Text() == fwdReady {
+					ok = true
+					ready <- true
+				}
+			}
+			if !ok {
+				ready <- false
+			}
+			io.Copy(io.Discard, out)
+			cmd.Wait()
+			close(fwdDone)
+		}()
+		p.mu.Lock()
+		p.fwd, p.fwdDone = cmd, fwdDone
+		p.mu.Unlock()
+		select {
+		case ok := <-ready:
+			if ok {
+				p.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(lport))
+				return nil
+			}
+			<-fwdDone
+			lastErr = fmt.Errorf("tunnel: ssh -L %s failed: %s", spec, sshSaid(stderr.String()))
+		case <-deadline:
+			return errors.New("tunnel: the forward was not ready in time")
+		case <-ctx.Done():
+			return fmt.Errorf("launch cancelled: %w", ctx.Err())
+		}
+	}
+	return lastErr
+}
+
+// stopForward kills the tunnel's ssh, if any, and waits until it has been reaped.
+func (p *Process) stopForward() {
+	p.mu.Lock()
+	fwd, done := p.fwd, p.fwdDone
+	p.mu.Unlock()
+	if fwd == nil {
+		return
+	}
+	syscall.Kill(-fwd.Process.Pid, syscall.SIGKILL)
+	<-done
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("tunnel: finding a free local port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lineTail keeps the last lines a session printed, for error messages.
+type lineTail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *lineTail) add(s string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, s)
+	if len(t.lines) > 5 {
+		t.lines = t.lines[1:]
+	}
+}
+
+func (t *lineTail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
+
+// safeBuffer is a bytes.Buffer that exec's copying goroutine and a reader may share.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
