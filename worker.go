@@ -23,12 +23,24 @@ const protocolVersion = wire.Version
 // worker write its CPU profile there (worker-OSPID.prof) when it exits.
 const EnvWorkerProfile = "GODIST_WORKER_CPUPROFILE"
 
+// mainHooks run in Main in a process that is not a worker.
+var mainHooks []func()
+
+// OnMain registers fn to run inside Main in every process that is not a worker, before Main
+// returns: where a package that starts this binary in a role of its own (shm.Fork's children)
+// takes over its process, once every package's variables (the registered functions) exist.
+// Call it from an init function; fn must return at once in processes not in its role.
+func OnMain(fn func()) { mainHooks = append(mainHooks, fn) }
+
 // Main must be the first statement of main() (and of TestMain in tests that start clusters).
 // In a process launched as a worker it joins the cluster, serves calls until the driver tells
 // it to stop or is lost, and exits the process; it never returns there. In any other process
 // it returns at once.
 func Main() {
 	if os.Getenv(EnvWorker) == "" {
+		for _, h := range mainHooks {
+			h()
+		}
 		return
 	}
 	os.Unsetenv(EnvWorker) // children of user code are not workers
@@ -46,7 +58,6 @@ func Main() {
 }
 
 func runWorker(stdin io.Reader, stdout io.Writer) int {
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	fail := func(format string, args ...any) int {
 		fmt.Fprintf(os.Stderr, "dist: worker: "+format+"\n", args...)
 		return 1
@@ -67,21 +78,85 @@ func runWorker(stdin io.Reader, stdout io.Writer) int {
 	if err := json.Unmarshal(line, &wc); err != nil {
 		return fail("bad configuration line: %v", err)
 	}
+	// Standard input ending means the driver, or whatever launched us, is gone.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	go func() {
+		io.Copy(io.Discard, in)
+		cancel(errStdinClosed)
+	}()
+	err := ServeWorker(ctx, wc, func(network, addr string) error {
+		_, err := fmt.Fprintf(stdout, "%s %d %s %s\n", handshakePrefix, protocolVersion, network, addr)
+		return err
+	})
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrDriverLost):
+		return 0 // the normal end of a worker whose driver exited without telling it
+	case errors.Is(context.Cause(ctx), errStdinClosed):
+		return 0 // whoever launched us closed it: an orderly end
+	}
+	fmt.Fprintln(os.Stderr, err)
+	return 1
+}
+
+var errStdinClosed = errors.New("standard input closed")
+
+// ErrDriverLost is returned by ServeWorker when the connection to the driver broke (the driver
+// exited or crashed, or the network between them failed) after the worker had joined.
+var ErrDriverLost = errors.New("dist: lost the connection to the driver")
+
+// ErrNotJoined is wrapped by ServeWorker's error when no driver joined the worker within
+// WorkerConfig.ConnectTimeout.
+var ErrNotJoined = errors.New("dist: worker: no driver connected")
+
+// ServeWorker makes this process a worker described by wc and serves the cluster until the
+// driver asks it to exit (it returns nil), the driver is lost (ErrDriverLost), ctx ends
+// (ctx's error) or no driver joins it within wc.ConnectTimeout (an error wrapping ErrNotJoined;
+// default one minute). It is the worker side of every launch path: Main calls it for workers
+// started by a Manager, and package elastic and the mpi manager call it for processes started
+// by something else (a shell, a container, mpirun).
+//
+// ServeWorker listens as wc.Network and wc.Bind say, then calls announce with the address it
+// listens on; announce must make that address known to the driver (Main prints it on standard
+// output; elastic sends it over its control connection) and return without waiting for the
+// join, which happens concurrently. An error from announce ends ServeWorker with that error.
+// The driver then connects to the address, proves the cookie, and gives the worker its pid
+// and the membership (Cluster.AddProcess on the driver's side does this for a Process whose
+// Addr returns the announced address).
+//
+// Only one cluster may be open per process: ServeWorker fails if this process already has
+// one (it is a driver, or already a worker). When it returns, every connection, listener and
+// goroutine it started has ended, and Current returns nil again.
+func ServeWorker(ctx context.Context, wc WorkerConfig, announce func(network, addr string) error) error {
 	if wc.ConnectTimeout <= 0 {
 		wc.ConnectTimeout = time.Minute
 	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg := newConfig([]Option{WithLogger(logger)})
+	if err := cfg.applyWorker(wc); err != nil {
+		return err
+	}
 	c := newCluster(cfg, []byte(wc.Cookie), false)
 	c.joined = make(chan struct{})
 	c.driverLost = make(chan struct{})
 	if err := setCurrent(c); err != nil {
-		return fail("%v", err)
+		return err
 	}
-	ln, addr, err := listen(wc)
+	defer func() {
+		currentMu.Lock()
+		if current == c {
+			current = nil
+		}
+		currentMu.Unlock()
+	}()
+	ln, network, addr, err := c.listen(wc)
 	if err != nil {
-		return fail("%v", err)
+		c.shutdown()
+		return fmt.Errorf("dist: worker: %w", err)
 	}
-	if wc.Network == "unix" {
+	if network == "unix" {
 		defer os.Remove(addr)
 	}
 	c.mu.Lock()
@@ -92,57 +167,32 @@ func runWorker(stdin io.Reader, stdout io.Writer) int {
 		defer c.bg.done()
 		c.acceptLoop(ln)
 	}()
-	fmt.Fprintf(stdout, "%s %d %s %s\n", handshakePrefix, protocolVersion, wc.Network, addr)
-
-	stdinEOF := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, in) // ends when the driver, or whatever launched us, is gone
-		close(stdinEOF)
-	}()
-	code := 0
+	defer c.shutdown()
+	if err := announce(network, addr); err != nil {
+		return fmt.Errorf("dist: worker: announcing %s %s: %w", network, addr, err)
+	}
+	timer := time.NewTimer(wc.ConnectTimeout)
+	defer timer.Stop()
 	select {
 	case <-c.joined:
-	case <-time.After(wc.ConnectTimeout):
-		fmt.Fprintf(os.Stderr, "dist: worker: no driver connected within %v; exiting\n", wc.ConnectTimeout)
-		code = 1
-	case <-stdinEOF:
-		code = 1
+	case <-timer.C:
+		return fmt.Errorf("%w within %v (listening on %s %s); exiting", ErrNotJoined, wc.ConnectTimeout, network, addr)
+	case <-ctx.Done():
+		return context.Cause(ctx)
 	}
-	if code == 0 {
-		select {
-		case <-c.driverLost:
-		case <-stdinEOF:
-		case <-exitRequested:
-		}
+	select {
+	case <-c.driverLost:
+		return ErrDriverLost
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-c.exitReq:
+		return nil
 	}
-	c.shutdown()
-	return code
 }
 
-// exitRequested is closed when the driver asks this worker to exit.
-var exitRequested = make(chan struct{})
-
-func listen(wc WorkerConfig) (net.Listener, string, error) {
-	switch wc.Network {
-	case "unix":
-		path := filepath.Join(wc.Bind, fmt.Sprintf("w%d.sock", os.Getpid()))
-		ln, err := net.Listen("unix", path)
-		if err != nil {
-			return nil, "", err
-		}
-		return ln, path, nil
-	case "tcp":
-		bind := wc.Bind
-		if bind == "" {
-			bind = ":0"
-		}
-		ln, err := net.Listen("tcp", bind)
-		if err != nil {
-			return nil, "", err
-		}
-		return ln, ln.Addr().String(), nil
-	}
-	return nil, "", fmt.Errorf("unknown network %q", wc.Network)
+// requestExit (worker) makes ServeWorker return: the driver asked this worker to exit.
+func (c *Cluster) requestExit() {
+	c.exitOnce.Do(func() { close(c.exitReq) })
 }
 
 // acceptLoop serves incoming connections; each must pass the cookie handshake. A failure is
