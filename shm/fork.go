@@ -49,7 +49,7 @@ type forkArray struct {
 
 type forkResult struct {
 	_   struct{} `cbor:",toarray"`
-	Val []byte // CBOR of the result
+	Val []byte   // CBOR of the result
 	Err string
 }
 
