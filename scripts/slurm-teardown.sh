@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# scripts/slurm-teardown.sh - stop what scripts/slurm.sh started: cancel this cluster's jobs (so
+# that Slurm itself ends their processes), stop slurmd, slurmctld (and its slurmscriptd) and
+# munged by their PID files, stop any job process left in this node's Slurm cgroups, remove
+# those cgroup directories, and delete the state directory (GODIST_KEEP_STATE=1 keeps it).
+# Idempotent: with nothing up it does nothing.
+set -euo pipefail
+DIR=${GODIST_SLURM_DIR:-/run/godist/slurm}
+CONF=$DIR/slurm.conf
+SOCK=$DIR/munge/munge.socket
+NODE=$(hostname -s)
+
+say() { printf 'slurm-teardown.sh: %s\n' "$*" >&2; }
+
+# PID 1 here reaps slowly: a killed process may stay a zombie for a while, which counts as gone.
+alive() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+children() {
+    local c
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null || true); do
+        echo "$c"
+        children "$c"
+    done
+}
+# stop PID...: SIGTERM, up to 10 s, then SIGKILL.
+stop() {
+    local p left
+    [ $# -gt 0 ] || return 0
+    kill -TERM "$@" 2>/dev/null || true
+    for _ in $(seq 100); do
+        left=""
+        for p in "$@"; do alive "$p" && left="$left $p"; done
+        [ -z "$left" ] && return 0
+        sleep 0.1
+    done
+    say "SIGKILL to$left"
+    # shellcheck disable=SC2086
+    kill -KILL $left 2>/dev/null || true
+}
+# ours PIDFILE WORD: the PID, if the file names a live process of this cluster.
+ours() {
+    local pid
+    [ -s "$1" ] || return 0
+    pid=$(cat "$1")
+    if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2"; then
+        echo "$pid"
+    fi
+}
+
+ctld=$(ours "$DIR/slurmctld.pid" "$CONF")
+slurmd=$(ours "$DIR/slurmd.pid" "$CONF")
+munged=$(ours "$DIR/munged.pid" "$SOCK")
+
+if [ -n "$ctld" ] && [ -n "$munged" ]; then
+    export SLURM_CONF=$CONF
+    jobs=$(squeue -h -o %i 2>/dev/null | tr '\n' ' ' || true)
+    if [ -n "${jobs// /}" ]; then
+        say "cancelling jobs $jobs"
+        # shellcheck disable=SC2086
+        scancel $jobs 2>/dev/null || true
+        for _ in $(seq 150); do
+            [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
+            sleep 0.1
+        done
+    fi
+fi
+
+[ -z "$slurmd" ] || { say "stopping slurmd $slurmd"; stop "$slurmd"; }
+if [ -n "$ctld" ]; then
+    # shellcheck disable=SC2046
+    set -- "$ctld" $(children "$ctld")
+    say "stopping slurmctld $*"
+    stop "$@"
+fi
+[ -z "$munged" ] || { say "stopping munged $munged"; stop "$munged"; }
+
+# A slurmstepd of this cluster that outlived its slurmd runs in our log directory.
+for p in $(pgrep -x slurmstepd 2>/dev/null || true); do
+    cwd=$(readlink "/proc/$p/cwd" 2>/dev/null || true)
+    case $cwd in "$DIR" | "$DIR"/*) say "stopping leftover slurmstepd $p"; stop "$p" ;; esac
+done
+
+# With proctrack/cgroup, processes still in slurm_<node> are job processes: thaw and stop them,
+# then remove the (then empty) directories slurmd made.
+freezer=/sys/fs/cgroup/freezer/slurm_$NODE
+if [ -d "$freezer" ]; then
+    find "$freezer" -name freezer.state -exec sh -c 'for f; do echo THAWED >"$f"; done' sh {} + 2>/dev/null || true
+    # shellcheck disable=SC2046
+    set -- $(find "$freezer" -name cgroup.procs -exec cat {} + 2>/dev/null)
+    if [ $# -gt 0 ]; then
+        say "stopping job processes left in $freezer: $*"
+        stop "$@"
+    fi
+fi
+for top in /sys/fs/cgroup/*/"slurm_$NODE"; do
+    [ -d "$top" ] || continue
+    find "$top" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    [ ! -d "$top" ] || say "warning: could not remove $top"
+done
+
+if [ "${GODIST_KEEP_STATE:-0}" != 1 ]; then
+    rm -rf "$DIR"
+    rmdir "$(dirname "$DIR")" 2>/dev/null || true
+fi
+say "done"

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# scripts/slurm.sh - bring up a real one-node Slurm cluster on this machine for godist's slurm
+# tests: a private munged, slurmctld and slurmd (Debian 12's slurm-wlm, 22.05), all as root and
+# all configured from one private directory. Nothing under /etc is written.
+#
+# Idempotent: installs slurm-wlm and munge when missing, writes the configuration, starts only
+# what is not running, waits for the node to be idle and then checks that srun, sbatch and
+# scancel work. While everything is up, running it again only re-checks (a few seconds).
+# scripts/slurm-teardown.sh stops it.
+#
+# Clients need the environment file (no /etc/slurm/slurm.conf exists):
+#   scripts/slurm.sh && . /run/godist/slurm/env     # exports SLURM_CONF
+#
+# Optional environment:
+#   GODIST_SLURM_DIR    state: config, spool, logs, PID files, munge key and socket
+#                       (default /run/godist/slurm; munged refuses parents writable by
+#                       group or others)
+#   GODIST_SLURM_PORTS  "CTLD SLURMD" ports (default "6847 6848": not Slurm's 6817/6818, so
+#                       that another test Slurm on this machine does not collide)
+#   GODIST_SLURM_PROCTRACK  cgroup | linuxproc | auto (default auto: cgroup when the cgroup v1
+#                       freezer is mounted; linuxproc lets double-forked job processes
+#                       outlive scancel)
+set -euo pipefail
+umask 022
+
+DIR=${GODIST_SLURM_DIR:-/run/godist/slurm}
+read -r CTLD_PORT D_PORT <<<"${GODIST_SLURM_PORTS:-6847 6848}"
+PROCTRACK=${GODIST_SLURM_PROCTRACK:-auto}
+CONF=$DIR/slurm.conf
+SOCK=$DIR/munge/munge.socket
+
+say() { printf 'slurm.sh: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
+[ "$(id -u)" = 0 ] || fail "must run as root (it starts the Slurm daemons)"
+start=$(date +%s.%N)
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
+
+# installed PKG... -> prints the packages that are not installed
+missing() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || echo "$p"
+    done
+}
+
+# apt_get ARGS... with the dpkg lock waited for, tried twice (mirrors and locks flake).
+apt_get() {
+    local i
+    for i in 1 2; do
+        DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 "$@" >/dev/null && return 0
+        say "apt-get $1 failed (try $i)"
+        sleep 3
+    done
+    return 1
+}
+
+install_packages() {
+    local need
+    need=$(missing "$@" | tr '\n' ' ')
+    [ -n "${need// /}" ] || return 0
+    say "installing $need"
+    # Debian would start the packages' own services; a policy-rc.d that says no keeps the
+    # machine to the daemons this script starts. An existing one is left as it is.
+    local policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        policy=1
+    fi
+    local ok=1
+    # shellcheck disable=SC2086
+    { apt_get update && apt_get install --no-install-recommends $need; } || ok=0
+    [ $policy = 0 ] || rm -f /usr/sbin/policy-rc.d
+    [ $ok = 1 ] || fail "apt-get install $need"
+}
+install_packages slurm-wlm munge procps iproute2
+
+# running PIDFILE WORD -> true if the PID file names a live process whose command line has WORD
+running() {
+    local pid
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1")
+    [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2"
+}
+
+export SLURM_CONF=$CONF
+write_env() {
+    printf 'export SLURM_CONF=%s\n' "$CONF" >"$DIR/env.new"
+    mv "$DIR/env.new" "$DIR/env"
+}
+
+# check: a two-task srun, a batch job that writes its output, and a running job cancelled.
+check() {
+    local out a b state
+    out=$(timeout 60 srun -N1 -n2 hostname) || fail "srun -n2 hostname"
+    [ "$(printf '%s\n' "$out" | wc -l)" = 2 ] || fail "srun -n2 printed: $out"
+    a=$(sbatch --parsable -o "$DIR/check-%j.out" --wrap 'echo "ran $SLURM_JOB_ID"') || fail "sbatch"
+    b=$(sbatch --parsable -o /dev/null --wrap 'sleep 600') || fail "sbatch"
+    for _ in $(seq 150); do
+        state=$(squeue -h -j "$b" -o %T 2>/dev/null || true)
+        [ "$state" = RUNNING ] && break
+        sleep 0.1
+    done
+    [ "$state" = RUNNING ] || fail "job $b is '$state', not RUNNING, after 15 s"
+    scancel "$b"
+    for _ in $(seq 150); do
+        state=$(squeue -h -j "$a,$b" -o %i 2>/dev/null || true)
+        [ -z "$state" ] && break
+        sleep 0.1
+    done
+    [ -z "$state" ] || fail "jobs still in the queue after 15 s: $state"
+    scontrol show job "$b" | grep -q 'JobState=CANCELLED' || fail "job $b was not cancelled"
+    grep -qx "ran $a" "$DIR/check-$a.out" || fail "batch job $a wrote no output"
+    rm -f "$DIR/check-$a.out"
+    say "ok: srun, sbatch and scancel work (jobs $a $b)"
+}
+
+if running "$DIR/munged.pid" "$SOCK" && running "$DIR/slurmctld.pid" "$CONF" &&
+    running "$DIR/slurmd.pid" "$CONF"; then
+    check
+    write_env
+    say "already up; checked in $(since "$start")s. Clients: . $DIR/env"
+    exit 0
+fi
+
+# Directories: munged wants its socket directory searchable by everyone and no group- or
+# world-writable directory above it; the key stays private.
+mkdir -p "$DIR"/{munge,key,ctld,spool,log}
+chmod 755 "$DIR" "$DIR/munge"
+chmod 700 "$DIR/key" "$DIR/ctld"
+
+# munge: a private daemon with its own key and socket; Slurm is pointed at it by AuthInfo.
+if [ ! -s "$DIR/key/munge.key" ]; then
+    head -c 1024 /dev/urandom >"$DIR/key/munge.key"
+    chmod 400 "$DIR/key/munge.key"
+fi
+if ! running "$DIR/munged.pid" "$SOCK"; then
+    rm -f "$SOCK" "$SOCK.lock"
+    /usr/sbin/munged --socket="$SOCK" --key-file="$DIR/key/munge.key" \
+        --pid-file="$DIR/munged.pid" --log-file="$DIR/log/munged.log" \
+        --seed-file="$DIR/key/munged.seed" || fail "munged did not start; see $DIR/log/munged.log"
+fi
+munge -S "$SOCK" -n | unmunge -S "$SOCK" >/dev/null || fail "munge credential round trip"
+
+for port in "$CTLD_PORT" "$D_PORT"; do
+    if ss -Hltn "sport = :$port" | grep -q . && ! running "$DIR/slurmctld.pid" "$CONF" &&
+        ! running "$DIR/slurmd.pid" "$CONF"; then
+        fail "port $port is in use by another process: $(ss -Hltnp "sport = :$port")"
+    fi
+done
+
+# The node's topology exactly as slurmd sees it, so that it registers without complaint.
+NODE=$(hostname -s)
+hw=$(slurmd -C | head -n1)
+field() { tr ' ' '\n' <<<"$hw" | sed -n "s/^$1=//p"; }
+topology="CPUs=$(field CPUs) Sockets=$(field SocketsPerBoard) CoresPerSocket=$(field CoresPerSocket) ThreadsPerCore=$(field ThreadsPerCore) RealMemory=$(field RealMemory)"
+
+if [ "$PROCTRACK" = auto ]; then
+    if [ -d /sys/fs/cgroup/freezer ] && [ -d /sys/fs/cgroup/cpuset ]; then PROCTRACK=cgroup; else PROCTRACK=linuxproc; fi
+fi
+case $PROCTRACK in
+cgroup)
+    proctrack="ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup,task/affinity"
+    printf 'CgroupPlugin=autodetect\nConstrainCores=yes\nConstrainRAMSpace=no\nConstrainDevices=no\n' >"$DIR/cgroup.conf"
+    ;;
+linuxproc)
+    proctrack="ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none"
+    rm -f "$DIR/cgroup.conf"
+    ;;
+*) fail "GODIST_SLURM_PROCTRACK must be cgroup, linuxproc or auto" ;;
+esac
+
+cat >"$CONF.new" <<EOF
+# One-node Slurm for godist's tests; written by scripts/slurm.sh.
+ClusterName=godist
+SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$D_PORT
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$SOCK
+StateSaveLocation=$DIR/ctld
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+MailProg=/bin/true
+$proctrack
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SwitchType=switch/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+SlurmdTimeout=30
+InactiveLimit=0
+KillWait=5
+MinJobAge=300
+NodeName=$NODE NodeAddr=127.0.0.1 $topology State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+mv "$CONF.new" "$CONF"
+
+if ! running "$DIR/slurmctld.pid" "$CONF"; then
+    rm -f "$DIR/slurmctld.pid"
+    slurmctld -f "$CONF" || fail "slurmctld did not start; see $DIR/log/slurmctld.log"
+fi
+if ! running "$DIR/slurmd.pid" "$CONF"; then
+    rm -f "$DIR/slurmd.pid"
+    slurmd -f "$CONF" || fail "slurmd did not start; see $DIR/log/slurmd.log"
+fi
+state=""
+for _ in $(seq 300); do
+    state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
+    case $state in idle | mixed | allocated) break ;; esac
+    sleep 0.1
+done
+case $state in idle | mixed | allocated) ;; *) fail "node $NODE is '$state' after 30 s; see $DIR/log/" ;; esac
+
+check
+write_env
+say "up in $(since "$start")s: node $NODE ($topology, $PROCTRACK). Clients: . $DIR/env"

@@ -1,0 +1,433 @@
+package slurm_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/godist/dist"
+	"github.com/godist/dist/disttest"
+	"github.com/godist/dist/slurm"
+)
+
+// envInner makes the test binary, started by sbatch, the driver of a cluster inside that job.
+const envInner = "GODIST_SLURM_TEST_INNER"
+
+// TestMain makes the test binary usable as a worker (srun runs it with dist.EnvWorker set) and
+// as the driver a batch job runs. The driver check comes after dist.Main so that workers,
+// which inherit the environment, never take it.
+func TestMain(m *testing.M) {
+	dist.Main()
+	if os.Getenv(envInner) != "" {
+		os.Unsetenv(envInner)
+		os.Exit(innerDriver())
+	}
+	os.Exit(m.Run())
+}
+
+var square = dist.NewFunc("slurmtest.square", func(ctx context.Context, x int) (int, error) {
+	return x * x, nil
+})
+
+// placement is where a worker runs, as Slurm told it.
+type placement struct {
+	Job, Step, Node string
+	OSPid           int
+}
+
+var where = dist.NewFunc("slurmtest.where", func(ctx context.Context, _ struct{}) (placement, error) {
+	return placement{
+		Job:   os.Getenv("SLURM_JOB_ID"),
+		Step:  os.Getenv("SLURM_STEP_ID"),
+		Node:  os.Getenv("SLURMD_NODENAME"),
+		OSPid: os.Getpid(),
+	}, nil
+})
+
+// relay calls square on another worker from a worker: worker↔worker TCP between steps.
+var relay = dist.NewFunc("slurmtest.relay", func(ctx context.Context, to int) (int, error) {
+	return square.Call(ctx, dist.Current(ctx), to, to)
+})
+
+// needSlurm skips without a running Slurm (fails with CI=true). It uses scripts/slurm.sh's
+// environment file when SLURM_CONF is not set.
+func needSlurm(t *testing.T) {
+	t.Helper()
+	missing := func(why string) {
+		t.Helper()
+		msg := "Slurm is not available (" + why + "); run scripts/slurm.sh as root and . /run/godist/slurm/env"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	for _, tool := range []string{"srun", "salloc", "sbatch", "squeue", "scancel", "scontrol"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing(tool + " not found")
+		}
+	}
+	if os.Getenv("SLURM_CONF") == "" {
+		const conf = "/run/godist/slurm/slurm.conf"
+		if _, err := os.Stat(conf); err != nil {
+			missing("SLURM_CONF unset and no " + conf)
+		}
+		t.Setenv("SLURM_CONF", conf)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "sinfo", "--noheader", "--format=%T").CombinedOutput()
+	if err != nil {
+		missing(fmt.Sprintf("sinfo: %v: %s", err, strings.TrimSpace(string(out))))
+	}
+	// "idle*" is a node that does not respond; down, drained and failed nodes take no jobs.
+	st := strings.TrimSpace(string(out))
+	if st == "" || strings.ContainsAny(st, "*~#") || strings.Contains(st, "down") ||
+		strings.Contains(st, "drain") || strings.Contains(st, "fail") || strings.Contains(st, "unk") {
+		missing("no usable node: sinfo says " + strings.ReplaceAll(st, "\n", ", "))
+	}
+	if slurm.InAllocation() {
+		t.Fatalf("the tests must not run inside a Slurm job (SLURM_JOB_ID=%s)", os.Getenv("SLURM_JOB_ID"))
+	}
+}
+
+// squeue lists job (or step, with steps) ids, one per line.
+func squeue(t *testing.T, args ...string) []string {
+	t.Helper()
+	out, err := exec.Command("squeue", append([]string{"--noheader", "--format=%i"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("squeue %v: %v: %s", args, err, out)
+	}
+	return strings.Fields(string(out))
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	disttest.Eventually(t, d, what, cond)
+}
+
+// exits records the pids the cluster reported gone, with the reason.
+type exits struct {
+	mu  sync.Mutex
+	got map[int]error
+}
+
+func watch(c *dist.Cluster) (*exits, func()) {
+	e := &exits{got: make(map[int]error)}
+	stop := c.Subscribe(func(ev dist.Event) {
+		if ev.Kind == dist.Exited {
+			e.mu.Lock()
+			e.got[ev.Pid] = ev.Cause
+			e.mu.Unlock()
+		}
+	})
+	return e, stop
+}
+
+func (e *exits) has(pids ...int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, p := range pids {
+		if _, ok := e.got[p]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// checkCluster checks that every worker is a step of job and that calls work: a Pmap across the
+// workers and a worker↔worker call.
+func checkCluster(ctx context.Context, c *dist.Cluster, job string) error {
+	ws := c.Workers()
+	if len(ws) != 2 {
+		return fmt.Errorf("workers %v, want 2", ws)
+	}
+	pl, err := where.On(ctx, c, ws, struct{}{})
+	if err != nil {
+		return err
+	}
+	steps := map[string]bool{}
+	for pid, p := range pl {
+		if p.Job != job || p.Step == "" || p.Node == "" {
+			return fmt.Errorf("worker %d runs as %+v, want a step of job %s", pid, p, job)
+		}
+		if steps[p.Step] {
+			return fmt.Errorf("workers share step %s", p.Step)
+		}
+		steps[p.Step] = true
+		if info, ok := c.ProcInfo(pid); !ok || info.OSPid != p.OSPid {
+			return fmt.Errorf("worker %d: ProcInfo %+v, process says os pid %d", pid, info, p.OSPid)
+		}
+	}
+	in := make([]int, 200)
+	for i := range in {
+		in[i] = i
+	}
+	out, err := dist.Pmap(ctx, c, square, in)
+	if err != nil {
+		return fmt.Errorf("pmap: %w", err)
+	}
+	for i, v := range out {
+		if v != i*i {
+			return fmt.Errorf("pmap: out[%d] = %d", i, v)
+		}
+	}
+	got, err := relay.Call(ctx, c, ws[0], ws[1])
+	if err != nil || got != ws[1]*ws[1] {
+		return fmt.Errorf("worker %d -> worker %d: %d, %v", ws[0], ws[1], got, err)
+	}
+	return nil
+}
+
+// Outside an allocation the manager requests one; cancelling that job ends the workers and the
+// cluster reports them gone.
+func TestOutsideAllocationScancel(t *testing.T) {
+	needSlurm(t)
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	m := slurm.New(slurm.WithTimeLimit(5*time.Minute), slurm.WithJobName("godist-test"))
+	defer m.Close()
+	out := &disttest.Output{}
+	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(2), dist.WithOutput(out),
+		dist.WithLaunchTimeout(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	jobs := m.Jobs()
+	if len(jobs) != 1 {
+		t.Fatalf("manager holds jobs %v, want one", jobs)
+	}
+	job := jobs[0]
+	if !slices.Contains(squeue(t, "--states=RUNNING"), job) {
+		t.Fatalf("job %s is not running", job)
+	}
+	if err := checkCluster(ctx, c, job); err != nil {
+		t.Fatal(err)
+	}
+	ws := c.Workers()
+	ex, stop := watch(c)
+	defer stop()
+	if b, err := exec.Command("scancel", job).CombinedOutput(); err != nil {
+		t.Fatalf("scancel: %v: %s", err, b)
+	}
+	eventually(t, 30*time.Second, "workers reported gone after scancel", func() bool { return ex.has(ws...) })
+	for _, pid := range ws {
+		if err := disttest.WaitGone(c, pid, time.Second); err != nil {
+			t.Error(err)
+		}
+		if _, err := square.Call(ctx, c, pid, 3); !errors.Is(err, dist.ErrProcessExited) {
+			t.Errorf("call to cancelled worker %d: %v, want ErrProcessExited", pid, err)
+		}
+	}
+	eventually(t, 30*time.Second, "the manager noticing the job ended", func() bool { return len(m.Jobs()) == 0 })
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := disttest.CheckGoroutines(before, 5*time.Second); err != nil {
+		t.Error(err)
+	}
+}
+
+// Cluster.Close ends the worker steps; Manager.Close releases the allocations.
+func TestOutsideAllocationClose(t *testing.T) {
+	needSlurm(t)
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	m := slurm.New(slurm.WithTimeLimit(5*time.Minute), slurm.WithJobName("godist-test"))
+	defer m.Close()
+	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(1), dist.WithOutput(&disttest.Output{}),
+		dist.WithLaunchTimeout(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	job := m.Jobs()[0]
+	// A second AddProcs asks for a second allocation.
+	pids, err := c.AddProcs(ctx, m, 1)
+	if err != nil || len(pids) != 1 {
+		t.Fatalf("AddProcs: %v %v", pids, err)
+	}
+	if jobs := m.Jobs(); len(jobs) != 2 {
+		t.Fatalf("jobs %v, want two", jobs)
+	}
+	// RmProcs ends that worker's step.
+	victim := c.Workers()[0]
+	if err := c.RmProcs(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Workers(); len(got) != 1 {
+		t.Fatalf("workers after RmProcs: %v", got)
+	}
+	eventually(t, 20*time.Second, "one step left", func() bool {
+		n := 0
+		for _, j := range m.Jobs() {
+			n += len(squeue(t, "--steps", "--jobs="+j))
+		}
+		return n == 1
+	})
+
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Every step of our jobs has ended; the allocations are still held until m.Close.
+	for _, j := range m.Jobs() {
+		eventually(t, 20*time.Second, "steps of job "+j+" ended", func() bool {
+			return len(squeue(t, "--steps", "--jobs="+j)) == 0
+		})
+	}
+	held := m.Jobs()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Jobs()) != 0 {
+		t.Fatalf("jobs after Close: %v", m.Jobs())
+	}
+	eventually(t, 20*time.Second, "allocations released", func() bool {
+		q := squeue(t)
+		return !slices.ContainsFunc(held, func(j string) bool { return slices.Contains(q, j) })
+	})
+	if !slices.Contains(held, job) {
+		t.Errorf("first job %s not among %v", job, held)
+	}
+	if err := disttest.CheckGoroutines(before, 5*time.Second); err != nil {
+		t.Error(err)
+	}
+}
+
+// Interrupt reaches the worker through Slurm as SIGINT, which ends a worker that does not catch
+// it, as it ends a local one.
+func TestInterrupt(t *testing.T) {
+	needSlurm(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m := slurm.New(slurm.WithTimeLimit(5*time.Minute), slurm.WithJobName("godist-test"))
+	defer m.Close()
+	procs, err := m.Launch(ctx, dist.LaunchSpec{
+		Count:   1,
+		Config:  dist.WorkerConfig{Cookie: "interrupt-test", ConnectTimeout: time.Minute},
+		Timeout: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := procs[0]
+	if network, addr := p.Addr(); network != "tcp" || !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Errorf("worker listens on %s %s, want tcp at the node's address 127.0.0.1", network, addr)
+	}
+	p.SetPid(0)
+	if err := p.Interrupt(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("interrupted worker exited cleanly")
+		}
+		t.Logf("interrupted worker: %v", err)
+	case <-time.After(20 * time.Second):
+		p.Kill()
+		<-done
+		t.Fatal("worker still running 20s after Interrupt")
+	}
+}
+
+// A request Slurm cannot grant waits in the queue until ctx ends; the error gives Slurm's
+// reason, and the request is withdrawn.
+func TestImpossibleAllocation(t *testing.T) {
+	needSlurm(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	m := slurm.New(slurm.WithJobName("godist-impossible"))
+	defer m.Close()
+	_, err := m.Launch(ctx, dist.LaunchSpec{Count: 4096, Timeout: 10 * time.Second})
+	if err == nil {
+		t.Fatal("an allocation of 4096 tasks on one node succeeded")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "not available") {
+		t.Fatalf("error does not say why: %v", err)
+	}
+	t.Log(err)
+	eventually(t, 20*time.Second, "the request withdrawn", func() bool {
+		return len(squeue(t, "--name=godist-impossible")) == 0
+	})
+}
+
+// Inside an allocation: the test binary runs as an sbatch job's script and is the driver; its
+// workers are srun steps of that same job.
+func TestInsideAllocation(t *testing.T) {
+	needSlurm(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	outFile := filepath.Join(dir, "job.out")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	// sbatch --wait polls slowly (seconds); squeue every 100ms is quicker.
+	b, err := exec.CommandContext(ctx, "sbatch", "--parsable", "--ntasks=2", "--job-name=godist-test",
+		"--time=5", "--output="+outFile, "--chdir="+dir, "--export=ALL,"+envInner+"=1",
+		"--wrap=exec '"+exe+"'").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sbatch: %v: %s", err, b)
+	}
+	job := strings.TrimSpace(string(b))
+	defer exec.Command("scancel", job).Run() // if the test fails early
+	eventually(t, 100*time.Second, "job "+job+" to end", func() bool { return len(squeue(t, "--jobs="+job)) == 0 })
+	state, _ := exec.Command("scontrol", "--oneliner", "show", "job", job).CombinedOutput()
+	got, _ := os.ReadFile(outFile)
+	if !strings.Contains(string(state), "JobState=COMPLETED") || !strings.Contains(string(got), "inner driver ok in job "+job) {
+		t.Fatalf("job %s: %s\noutput:\n%s", job, state, got)
+	}
+	t.Logf("job %s:\n%s", job, got)
+}
+
+// innerDriver is the batch job's program: a cluster in the job it runs in.
+func innerDriver() int {
+	fail := func(format string, args ...any) int {
+		fmt.Printf("inner driver FAILED: "+format+"\n", args...)
+		return 1
+	}
+	if !slurm.InAllocation() {
+		return fail("not in an allocation")
+	}
+	job := os.Getenv("SLURM_JOB_ID")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	m := slurm.New()
+	defer m.Close()
+	t0 := time.Now()
+	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(2), dist.WithLaunchTimeout(60*time.Second))
+	if err != nil {
+		return fail("start: %v", err)
+	}
+	defer c.Close()
+	fmt.Printf("2 workers joined in %v\n", time.Since(t0).Round(time.Millisecond))
+	if len(m.Jobs()) != 0 {
+		return fail("manager requested allocations %v inside one", m.Jobs())
+	}
+	if err := checkCluster(ctx, c, job); err != nil {
+		return fail("%v", err)
+	}
+	if err := c.Close(); err != nil {
+		return fail("close: %v", err)
+	}
+	fmt.Printf("inner driver ok in job %s\n", job)
+	return 0
+}
