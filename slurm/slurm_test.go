@@ -22,6 +22,10 @@ import (
 // envInner makes the test binary, started by sbatch, the driver of a cluster inside that job.
 const envInner = "GODIST_SLURM_TEST_INNER"
 
+// envOrphan makes the test binary a driver that requests an allocation, starts workers, says
+// so and waits to be killed.
+const envOrphan = "GODIST_SLURM_TEST_ORPHAN"
+
 // TestMain makes the test binary usable as a worker (srun runs it with dist.EnvWorker set) and
 // as the driver a batch job runs. The driver check comes after dist.Main so that workers,
 // which inherit the environment, never take it.
@@ -30,6 +34,10 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envInner) != "" {
 		os.Unsetenv(envInner)
 		os.Exit(innerDriver())
+	}
+	if os.Getenv(envOrphan) != "" {
+		os.Unsetenv(envOrphan)
+		os.Exit(orphanDriver())
 	}
 	os.Exit(m.Run())
 }
@@ -430,4 +438,78 @@ func innerDriver() int {
 	}
 	fmt.Printf("inner driver ok in job %s\n", job)
 	return 0
+}
+
+// A driver killed with SIGKILL leaves nothing behind: its allocation is released and its
+// workers end, because both hang on its pipes.
+func TestDriverKilled(t *testing.T) {
+	needSlurm(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), envOrphan+"=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	line := make(chan string, 1)
+	go func() {
+		b := make([]byte, 256)
+		n, _ := stdout.Read(b)
+		line <- string(b[:n])
+	}()
+	var job string
+	var osPids []int
+	select {
+	case l := <-line:
+		f := strings.Fields(l)
+		if len(f) < 2 || f[0] != "orphan" {
+			t.Fatalf("driver said %q", l)
+		}
+		job = f[1]
+		for _, p := range f[2:] {
+			var n int
+			fmt.Sscan(p, &n)
+			osPids = append(osPids, n)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("driver did not start its workers within 60s")
+	}
+	if len(osPids) != 2 {
+		t.Fatalf("worker os pids %v", osPids)
+	}
+	cmd.Process.Kill()
+	eventually(t, 30*time.Second, "job "+job+" released after the driver died", func() bool {
+		return len(squeue(t, "--jobs="+job)) == 0
+	})
+	eventually(t, 10*time.Second, "workers gone", func() bool {
+		return !disttest.Alive(osPids[0]) && !disttest.Alive(osPids[1])
+	})
+}
+
+func orphanDriver() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m := slurm.New(slurm.WithTimeLimit(5*time.Minute), slurm.WithJobName("godist-test"))
+	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(2), dist.WithLaunchTimeout(60*time.Second))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "orphan driver:", err)
+		return 1
+	}
+	line := "orphan " + m.Jobs()[0]
+	for _, pid := range c.Workers() {
+		info, _ := c.ProcInfo(pid)
+		line += fmt.Sprint(" ", info.OSPid)
+	}
+	fmt.Println(line)
+	time.Sleep(time.Minute) // killed by the test before that
+	return 1
 }
