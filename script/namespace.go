@@ -1,0 +1,421 @@
+package script
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"go/parser"
+	"go/scanner"
+	"go/token"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/godist/dist"
+	"github.com/godist/dist/shm"
+	"github.com/traefik/yaegi/interp"
+)
+
+// engine is what a namespace needs from an interpreter. It is small so that yaegi can be
+// swapped for another interpreter without touching the rest of the package. Implementations
+// need not be safe for concurrent use: the namespace serialises calls.
+type engine interface {
+	// eval runs code and returns the value of its last expression statement (invalid when
+	// there is none). It may panic; the namespace recovers.
+	eval(ctx context.Context, code string) (reflect.Value, error)
+	// globals returns the namespace's variables and constants by name; variables are settable.
+	globals() map[string]reflect.Value
+	// bind makes v (of any type) available to the next evaluations as the package-qualified
+	// name sow.V, so that code can assign a Go value received from the wire.
+	bind(v reflect.Value) error
+}
+
+// unsafeAllowed is set by AllowUnsafe or by the environment variable EnvUnsafe.
+var unsafeAllowed atomic.Bool
+
+// EnvUnsafe is the environment variable that, set to "1" in a process's environment, allows
+// unsafe evaluation there (as AllowUnsafe does). Local workers inherit the driver's environment,
+// so setting it before dist.Start applies to the whole local cluster.
+const EnvUnsafe = "GODIST_SCRIPT_UNSAFE"
+
+// AllowUnsafe lets interpreted code of this process import os, os/exec and syscall and read the
+// real environment. By default those are absent: a namespace exposes only a curated, side-effect
+// free part of the standard library. Unsafe evaluation is a property of the binary, the same in
+// every process, so call AllowUnsafe before dist.Main (or in an init function); it affects only
+// namespaces created after the call (see Clear).
+func AllowUnsafe() { unsafeAllowed.Store(true) }
+
+func unsafeEval() bool { return unsafeAllowed.Load() || os.Getenv(EnvUnsafe) == "1" }
+
+// namespace is this process's interpreter state. sem (capacity 1) serialises evaluations and
+// is released by the goroutine that runs one, not by the caller, so that a caller that stops
+// waiting (its context was cancelled) never lets a second evaluation overlap the first.
+type namespace struct {
+	sem    chan struct{}
+	eng    engine
+	ctx    context.Context // the context of the running evaluation, for call() inside code
+	shared []string        // shm names already bound
+	panics *panicLog
+}
+
+var (
+	nsMu sync.Mutex
+	ns   *namespace // created on first use; Clear with no names drops it
+)
+
+// current returns this process's namespace, creating it on first use.
+func current() *namespace {
+	nsMu.Lock()
+	defer nsMu.Unlock()
+	if ns == nil {
+		ns = &namespace{sem: make(chan struct{}, 1), panics: &panicLog{w: os.Stderr}}
+	}
+	return ns
+}
+
+// reset drops this process's namespace: the next use creates a fresh one. An evaluation still
+// running keeps the old one until it ends.
+func reset() {
+	nsMu.Lock()
+	ns = nil
+	nsMu.Unlock()
+}
+
+// lock waits for the namespace; it gives up when ctx ends.
+func (n *namespace) lock(ctx context.Context) error {
+	select {
+	case n.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (n *namespace) unlock() { <-n.sem }
+
+// with runs f with the namespace locked and its engine created, in a goroutine of its own that
+// recovers panics. The caller waits for f or ctx, whichever ends first; f keeps the lock until it
+// returns.
+func (n *namespace) with(ctx context.Context, f func(e engine) error) error {
+	if err := n.lock(ctx); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer n.unlock()
+		var err error
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					err = &EvalError{Kind: KindPanic, Msg: fmt.Sprint(p), Stack: string(debug.Stack())}
+				}
+			}()
+			if n.eng == nil {
+				n.eng, err = newYaegi(n)
+				if err != nil {
+					return
+				}
+			}
+			n.ctx = ctx
+			n.bindShared()
+			err = f(n.eng)
+		}()
+		n.ctx = nil
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// bindShared makes this process's named shared arrays (shm.Names) global variables of the
+// namespace, each under its name, the first time it is seen.
+func (n *namespace) bindShared() {
+	names := shm.Names()
+	var fresh []string
+	for _, name := range names {
+		if !slices.Contains(n.shared, name) && token.IsIdentifier(name) {
+			fresh = append(fresh, name)
+		}
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	y, ok := n.eng.(*yaegiEngine)
+	if !ok {
+		return
+	}
+	for _, name := range fresh {
+		if v, ok := shm.Lookup(name); ok && v != nil {
+			y.shared[name] = reflect.ValueOf(v)
+			n.shared = append(n.shared, name)
+		}
+	}
+	y.refreshShared()
+}
+
+// yaegiEngine is the engine over github.com/traefik/yaegi.
+type yaegiEngine struct {
+	in     *interp.Interpreter
+	ns     *namespace
+	shared map[string]reflect.Value
+}
+
+func newYaegi(n *namespace) (*yaegiEngine, error) {
+	unsafe := unsafeEval()
+	in := interp.New(interp.Options{Stdout: os.Stdout, Stderr: n.panics, Unrestricted: unsafe})
+	exports := interp.Exports{}
+	for k, f := range safeTables {
+		exports[k] = f()
+	}
+	if unsafe {
+		for k, f := range unsafeTables {
+			exports[k] = f()
+		}
+	}
+	if err := in.Use(exports); err != nil {
+		return nil, fmt.Errorf("script: loading symbols: %w", err)
+	}
+	y := &yaegiEngine{in: in, ns: n, shared: map[string]reflect.Value{}}
+	if err := in.Use(interp.Exports{"godist/godist": y.builtins(), "godist/sow/sow": {"V": reflect.ValueOf(new(any)).Elem()}}); err != nil {
+		return nil, fmt.Errorf("script: loading builtins: %w", err)
+	}
+	// Standard packages are imported implicitly (math.Sqrt works without import "math"), the
+	// cluster builtins are in scope unqualified (myid()).
+	in.ImportUsed()
+	if _, err := in.Eval(`import . "godist"`); err != nil {
+		return nil, fmt.Errorf("script: importing builtins: %w", err)
+	}
+	return y, nil
+}
+
+func (y *yaegiEngine) eval(ctx context.Context, code string) (reflect.Value, error) {
+	decl, src, off := classify(code)
+	y.ns.panics.start()
+	v, err := y.in.EvalWithContext(ctx, src)
+	if err != nil {
+		return v, y.ns.panics.wrap(err, code, off)
+	}
+	if decl {
+		// yaegi returns an internal placeholder for declarations.
+		return reflect.Value{}, nil
+	}
+	return v, nil
+}
+
+func (y *yaegiEngine) globals() map[string]reflect.Value { return y.in.Globals() }
+
+func (y *yaegiEngine) bind(v reflect.Value) error {
+	h := reflect.New(v.Type()).Elem()
+	h.Set(v)
+	return y.in.Use(interp.Exports{"godist/sow/sow": {"V": h}})
+}
+
+// refreshShared exposes y.shared as package godist/shared, dot-imported, so that each array is
+// a global under its own name.
+func (y *yaegiEngine) refreshShared() {
+	syms := map[string]reflect.Value{}
+	for name, v := range y.shared {
+		h := reflect.New(v.Type()).Elem()
+		h.Set(v)
+		syms[name] = h
+	}
+	if err := y.in.Use(interp.Exports{"godist/shared/shared": syms}); err != nil {
+		return
+	}
+	// A second import of the same package is refused as a redeclaration, but the new
+	// symbols are visible anyway: yaegi resolves dot-imported names at each compilation.
+	y.in.Eval(`import . "godist/shared"`)
+}
+
+// builtins are the cluster functions in scope in every namespace.
+func (y *yaegiEngine) builtins() map[string]reflect.Value {
+	cl := func() *dist.Cluster {
+		c := dist.Current(context.Background())
+		if c == nil {
+			panic("no cluster in this process")
+		}
+		return c
+	}
+	ctx := func() context.Context {
+		if y.ns.ctx != nil {
+			return y.ns.ctx
+		}
+		return context.Background()
+	}
+	return map[string]reflect.Value{
+		// myid returns this process's pid.
+		"myid": reflect.ValueOf(func() int { return cl().MyID() }),
+		// nprocs returns the number of processes, the driver included.
+		"nprocs": reflect.ValueOf(func() int { return len(cl().Procs()) }),
+		// nworkers returns the number of workers.
+		"nworkers": reflect.ValueOf(func() int { return cl().NWorkers() }),
+		// procs and workers return pids, ascending (workers() is [1] with no workers).
+		"procs":   reflect.ValueOf(func() []int { return cl().Procs() }),
+		"workers": reflect.ValueOf(func() []int { return cl().Workers() }),
+		// call runs the compiled function registered under name in this process and returns
+		// its result; a failure panics, which the evaluation reports as its error.
+		"call": reflect.ValueOf(func(name string, args ...any) any {
+			c := cl()
+			v, err := c.CallByName(ctx(), c.MyID(), name, args...)
+			if err != nil {
+				panic(err)
+			}
+			return v
+		}),
+		// callat runs a registered function on process pid (remotecall_fetch).
+		"callat": reflect.ValueOf(func(pid int, name string, args ...any) any {
+			v, err := cl().CallByName(ctx(), pid, name, args...)
+			if err != nil {
+				panic(err)
+			}
+			return v
+		}),
+		// funcs lists the registered functions' names.
+		"funcs": reflect.ValueOf(dist.RegisteredFuncs),
+		// shared returns the named shared array of this process, or nil.
+		"shared": reflect.ValueOf(func(name string) any {
+			v, _ := shm.Lookup(name)
+			return v
+		}),
+	}
+}
+
+// classify tells how yaegi will take code: as declarations (evaluated as a file, no value) or
+// as statements (wrapped in a function). It returns the source to give yaegi and how many
+// columns yaegi's wrapping adds before the first line, to report positions in the user's code.
+func classify(code string) (decl bool, src string, off int) {
+	const stmtWrap, declWrap = len("package main; func main() {"), len("package main;")
+	switch firstToken(code) {
+	case token.PACKAGE:
+		return true, code, 0
+	case token.CONST, token.IMPORT, token.TYPE, token.VAR:
+		return true, code, declWrap
+	case token.FUNC:
+		if _, err := parser.ParseFile(token.NewFileSet(), "", "package main;"+code, 0); err == nil {
+			return true, code, declWrap
+		}
+		// A function literal (func() T { … }()): yaegi would take it for a declaration and
+		// lose its value; a leading empty statement makes it a statement.
+		return false, ";" + code, stmtWrap + 1
+	}
+	return false, code, stmtWrap
+}
+
+func firstToken(code string) token.Token {
+	var s scanner.Scanner
+	fs := token.NewFileSet()
+	s.Init(fs.AddFile("", fs.Base(), len(code)), []byte(code), nil, 0)
+	_, tok, _ := s.Scan()
+	return tok
+}
+
+// panicLog is the interpreter's stderr. yaegi prints "L:C: panic: F(...)" there for each
+// interpreted frame a panic unwinds, innermost first. The last such line since an evaluation
+// started is the statement of the evaluated code that panicked (inner frames may belong to code
+// evaluated earlier, so their positions would mislead), and the first names the function where
+// the panic happened. Other output goes to w.
+type panicLog struct {
+	w     io.Writer
+	mu    sync.Mutex
+	pos   string // of the outermost frame
+	inner string // function of the innermost frame
+}
+
+var panicLine = regexp.MustCompile(`^(?:\S*?:)?(\d+):(\d+): panic: (\S*?)\(\.\.\.\)`)
+
+func (p *panicLog) start() {
+	p.mu.Lock()
+	p.pos, p.inner = "", ""
+	p.mu.Unlock()
+}
+
+func (p *panicLog) Write(b []byte) (int, error) {
+	var rest bytes.Buffer
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if m := panicLine.FindSubmatch(line); m != nil {
+			p.mu.Lock()
+			p.pos = string(m[1]) + ":" + string(m[2])
+			if p.inner == "" {
+				p.inner = string(m[3])
+			}
+			p.mu.Unlock()
+			continue
+		}
+		rest.Write(line)
+	}
+	if rest.Len() > 0 {
+		if _, err := p.w.Write(rest.Bytes()); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+var posPrefix = regexp.MustCompile(`^(?:\S*?\.go:)?(\d+):(\d+): ?`)
+
+// wrap turns an error of yaegi into an *EvalError with the position in the user's code.
+func (p *panicLog) wrap(err error, code string, off int) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	e := &EvalError{Kind: KindCompile}
+	var pe interp.Panic
+	var sl scanner.ErrorList
+	switch {
+	case errors.As(err, &pe):
+		e.Kind = KindPanic
+		e.Msg = fmt.Sprint(pe.Value)
+		if inner, ok := pe.Value.(error); ok {
+			e.Msg = inner.Error()
+		}
+		e.Stack = string(pe.Stack)
+		p.mu.Lock()
+		pos, inner := p.pos, p.inner
+		p.mu.Unlock()
+		if inner != "" && inner != "main" {
+			e.Msg += " (in " + strings.TrimPrefix(inner, "main.") + ")"
+		}
+		if pos != "" {
+			l, c, _ := strings.Cut(pos, ":")
+			e.Line, _ = strconv.Atoi(l)
+			e.Col, _ = strconv.Atoi(c)
+		}
+	case errors.As(err, &sl) && len(sl) > 0:
+		e.Kind = KindParse
+		e.Line, e.Col, e.Msg = sl[0].Pos.Line, sl[0].Pos.Column, sl[0].Msg
+	default:
+		msg := err.Error()
+		if m := posPrefix.FindStringSubmatch(msg); m != nil {
+			e.Line, _ = strconv.Atoi(m[1])
+			e.Col, _ = strconv.Atoi(m[2])
+			msg = msg[len(m[0]):]
+		}
+		if msg == "constant definition loop" {
+			// yaegi's words for a global definition it cannot resolve, which is nearly always
+			// a name that is not defined.
+			msg = "undefined name in definition (or a definition that depends on itself)"
+		}
+		e.Msg = msg
+	}
+	if e.Line == 1 && e.Col > off {
+		e.Col -= off
+	}
+	// Code is wrapped in one more line than the user wrote ("\n}"): an error at the
+	// wrapper's end means the input ended early.
+	if n := strings.Count(code, "\n") + 1; e.Line > n {
+		e.Line, e.Col = n, 0
+	}
+	return e
+}

@@ -1,0 +1,113 @@
+package script_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godist/dist/disttest"
+	"github.com/godist/dist/script"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestReadmeIntro is the first example of ClusterUtils' README: reap an assignment, reap an
+// expression over it, sow a value computed on the caller, reap it back.
+func TestReadmeIntro(t *testing.T) {
+	c, _ := disttest.Start(t, 2)
+	ctx := ctxT(t)
+	got, err := script.Reap(ctx, c, []int{2}, "x := myid()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, map[int]any{2: 2}) {
+		t.Fatalf("reap x := myid() = %v", got)
+	}
+	got, err = script.Reap(ctx, c, []int{2}, "math.Sqrt(float64(x))")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := got[2].(float64); math.Abs(v-math.Sqrt2) > 1e-12 {
+		t.Fatalf("sqrt(x) = %v", v)
+	}
+	// sow(2, :y, myid()): the value is computed here (pid 1) and sent.
+	if err := script.SowValue(ctx, c, []int{2}, "y", c.MyID()); err != nil {
+		t.Fatal(err)
+	}
+	got, err = script.Reap(ctx, c, []int{2}, "y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, map[int]any{2: 1}) {
+		t.Fatalf("reap y = %v", got)
+	}
+}
+
+func TestErrorsNamePidAndPosition(t *testing.T) {
+	c, _ := disttest.Start(t, 2)
+	ctx := ctxT(t)
+	cases := []struct {
+		code, kind string
+		line, col  int
+		msg        string
+	}{
+		{"1 +", script.KindParse, 1, 0, ""},
+		{"y := 1 + \"a\"", script.KindCompile, 1, 6, "mismatched types"},
+		{"var m map[string]int\n", script.KindCompile, 0, 0, ""}, // placeholder, replaced below
+		{"s := []int{1}\n_ = s[5]", script.KindPanic, 1, 0, "index out of range"},
+		{"for range 10 {}", script.KindPanic, 0, 0, ""},
+		{`panic("boom")`, script.KindPanic, 1, 1, "boom"},
+		{"\n\nz := nope", script.KindCompile, 3, 1, "undefined"},
+	}
+	cases[2] = struct {
+		code, kind string
+		line, col  int
+		msg        string
+	}{"func f() { var m map[string]int; m[\"a\"] = 1 }\n", "", 0, 0, ""}
+	for _, tc := range cases {
+		_, err := script.Eval(ctx, c, []int{3}, tc.code)
+		if tc.kind == "" {
+			if err != nil {
+				t.Fatalf("%q: %v", tc.code, err)
+			}
+			continue
+		}
+		var ee *script.EvalError
+		if !errors.As(err, &ee) || !errors.Is(err, script.ErrEval) {
+			t.Fatalf("%q: err = %v (%T), want an *EvalError", tc.code, err, err)
+		}
+		if ee.Pid != 3 || ee.Kind != tc.kind || !strings.Contains(ee.Msg, tc.msg) {
+			t.Errorf("%q: %+v", tc.code, *ee)
+		}
+		if tc.line > 0 && ee.Line != tc.line {
+			t.Errorf("%q: line %d, want %d (%v)", tc.code, ee.Line, tc.line, err)
+		}
+		if tc.col > 0 && ee.Col != tc.col {
+			t.Errorf("%q: col %d, want %d (%v)", tc.code, ee.Col, tc.col, err)
+		}
+		if !strings.Contains(err.Error(), "pid 3") {
+			t.Errorf("%q: %v does not name the pid", tc.code, err)
+		}
+		t.Logf("%q -> %v", tc.code, err)
+	}
+	// A runtime error inside a function declared earlier.
+	_, err := script.Eval(ctx, c, []int{3}, "f()")
+	var ee *script.EvalError
+	if !errors.As(err, &ee) || ee.Kind != script.KindPanic || !strings.Contains(ee.Msg, "nil map") || !strings.Contains(ee.Msg, "in f") || ee.Line != 1 || ee.Col != 1 {
+		t.Fatalf("f(): %v", err)
+	}
+	t.Logf("f() -> %v", err)
+	// The worker and its namespace live on.
+	got, err := script.Reap(ctx, c, []int{3}, "myid() * 10")
+	if err != nil || got[3] != 30 {
+		t.Fatalf("after errors: %v %v", got, err)
+	}
+}

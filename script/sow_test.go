@@ -1,0 +1,154 @@
+package script_test
+
+import (
+	"math"
+	"reflect"
+	"testing"
+
+	"github.com/godist/dist/disttest"
+	"github.com/godist/dist/script"
+)
+
+// TestReadmeSowReap is the README's sow/reap section: values computed remotely, a global
+// defined by an expression of myid(), slices and keys as targets, and stitch.
+func TestReadmeSowReap(t *testing.T) {
+	c, _ := disttest.Start(t, 3)
+	ctx := ctxT(t)
+	pids := []int{2, 3, 4}
+
+	// sow(3, :bob, pi^2); @fetchfrom 3 bob
+	if err := script.SowValue(ctx, c, []int{3}, "bob", math.Pi*math.Pi); err != nil {
+		t.Fatal(err)
+	}
+	bob, err := script.EvalAt(ctx, c, 3, "bob")
+	if err != nil || bob != math.Pi*math.Pi {
+		t.Fatalf("bob = %v, %v", bob, err)
+	}
+	// sow([2,3,4], :morebob, :(100 + myid())); reap([2,3,4], :morebob)
+	if err := script.Sow(ctx, c, pids, "morebob", "100 + myid()"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := script.Reap(ctx, c, pids, "morebob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[int]any{2: 102, 3: 103, 4: 104}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("morebob = %v, want %v", got, want)
+	}
+
+	// sow(pids, :bar, :(randn(4,4))); sow(pids, :(bar[1:2,:]), 0)
+	if err := script.Sow(ctx, c, pids, "bar", `func() [][]float64 {
+		b := make([][]float64, 4)
+		for i := range b {
+			b[i] = []float64{rand.NormFloat64(), rand.NormFloat64(), rand.NormFloat64(), rand.NormFloat64()}
+		}
+		return b
+	}()`); err != nil {
+		t.Fatal(err)
+	}
+	if err := script.Sow(ctx, c, pids, "bar[0:2]", "0"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = script.Reap(ctx, c, pids, "bar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pids {
+		bar, ok := got[p].([][]float64)
+		if !ok || len(bar) != 4 {
+			t.Fatalf("bar on %d = %#v", p, got[p])
+		}
+		for i, row := range bar {
+			for _, x := range row {
+				if (i < 2) != (x == 0) {
+					t.Fatalf("bar on %d = %v: rows 0,1 should be zero, the others not", p, bar)
+				}
+			}
+		}
+	}
+
+	// sow(pids, :somedict, :(Dict(:buzz=>randn(2,2), :badger=>"hello")))
+	// sow(pids, :(somedict[:buzz][:,:]), pi); reap(pids, :(somedict[:buzz]))
+	if err := script.Sow(ctx, c, pids, "somedict", `map[string]any{
+		"buzz":   [][]float64{{rand.NormFloat64(), rand.NormFloat64()}, {rand.NormFloat64(), rand.NormFloat64()}},
+		"badger": "hello",
+	}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := script.Sow(ctx, c, pids, `somedict["buzz"].([][]float64)[:]`, "math.Pi"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = script.Reap(ctx, c, pids, `somedict["buzz"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]float64{{math.Pi, math.Pi}, {math.Pi, math.Pi}}
+	if !reflect.DeepEqual(got[pids[0]], want) {
+		t.Fatalf("somedict[buzz] = %#v", got[pids[0]])
+	}
+	got, err = script.Reap(ctx, c, pids, `somedict["badger"]`)
+	if err != nil || got[4] != "hello" {
+		t.Fatalf("badger = %v, %v", got, err)
+	}
+
+	// A typed map with a slice value: the Go way of the same thing.
+	if err := script.SowValue(ctx, c, pids, "typed", map[string][][]float64{"buzz": {{1, 2}, {3, 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := script.Sow(ctx, c, pids, `typed["buzz"][1]`, "[]float64{7, 8}"); err != nil {
+		t.Fatal(err)
+	}
+	if err := script.Sow(ctx, c, pids, `typed["buzz"][0][1]`, "9"); err != nil { // int → float64
+		t.Fatal(err)
+	}
+	if err := script.SowValue(ctx, c, pids, `typed["new"]`, [][]float64{{5}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = script.Reap(ctx, c, pids, "typed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string][][]float64{"buzz": {{1, 9}, {7, 8}}, "new": {{5}}}; !reflect.DeepEqual(got[2], want) {
+		t.Fatalf("typed = %#v", got[2])
+	}
+
+	// sow(pids, :x, :(myid()^2*randn(3))); stitch(pids, :x)
+	if err := script.Sow(ctx, c, pids, "x", "[]float64{float64(myid()), float64(myid()*myid()), -1}"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := script.Stitch(ctx, c, []int{4, 2, 3}, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []float64{2, 4, -1, 3, 9, -1, 4, 16, -1}; !reflect.DeepEqual(st, want) {
+		t.Fatalf("stitch = %v, want %v", st, want)
+	}
+	st, err = script.Stitch(ctx, c, pids, "myid()")
+	if err != nil || !reflect.DeepEqual(st, []int{2, 3, 4}) {
+		t.Fatalf("stitch of scalars = %v, %v", st, err)
+	}
+}
+
+// TestSowRebinds: a name is redefined with the new value's type, as Julia rebinds a global.
+func TestSowRebinds(t *testing.T) {
+	c, _ := disttest.Start(t, 1)
+	ctx := ctxT(t)
+	for _, v := range []any{3, "three", []int{3}, 3.5} {
+		if err := script.SowValue(ctx, c, []int{2}, "v", v); err != nil {
+			t.Fatal(err)
+		}
+		got, err := script.EvalAt(ctx, c, 2, "v")
+		if err != nil || !reflect.DeepEqual(got, v) {
+			t.Fatalf("v = %#v, %v; want %#v", got, err, v)
+		}
+	}
+	// Bad targets are errors, and leave the worker serving.
+	for _, target := range []string{"1 +", "x[", "undefinedThing[0]"} {
+		if err := script.Sow(ctx, c, []int{2}, target, "1"); err == nil {
+			t.Errorf("target %q: no error", target)
+		}
+	}
+	if err := script.Sow(ctx, c, []int{2}, "v[0:1]", "1"); err == nil {
+		t.Error("slice target of a float64: no error")
+	}
+}
