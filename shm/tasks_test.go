@@ -1,0 +1,122 @@
+package shm_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/godist/dist"
+	"github.com/godist/dist/disttest"
+	"github.com/godist/dist/shm"
+)
+
+// svarFill is the PTools README's server-task function: with (offset, ntasks) it writes its
+// pid into every ntasks-th element of svar1 from offset, marks its row of svar2, and counts its
+// calls in task-local storage.
+var svarFill = dist.NewFunc("shmtest.svarFill", func(ctx context.Context, args []int) ([2]int, error) {
+	t := shm.CurrentTask(ctx)
+	svar1, err := shm.TaskArray[int32](t, "svar1")
+	if err != nil {
+		return [2]int{}, err
+	}
+	svar2, err := shm.TaskArray[uint8](t, "svar2")
+	if err != nil {
+		return [2]int{}, err
+	}
+	offset, ntasks := args[0], args[1]
+	me := dist.Current(ctx).MyID()
+	d := svar1.Data()
+	for x := offset; x < len(d); x += ntasks {
+		d[x] = int32(me)
+	}
+	for j := range 100 {
+		svar2.Set(uint8(t.Index+1), t.Index, j)
+	}
+	calls, _ := t.Store["calls"].(int)
+	t.Store["calls"] = calls + 1
+	return [2]int{t.Index, calls + 1}, nil
+})
+
+func TestServerTasksSeed(t *testing.T) {
+	c, _ := start(t, 3)
+	ctx := ctxT(t)
+	h, err := shm.StartTasks(ctx, c, shm.Seg[int32]("svar1", 64*1024), shm.Seg[uint8]("svar2", 100, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop(ctx)
+	ntasks := h.Count()
+	if ntasks != 3 || !slices.Equal(h.Pids(), []int{2, 3, 4}) {
+		t.Fatalf("count %d, pids %v", ntasks, h.Pids())
+	}
+	offsets, ntl := make([]int, ntasks), make([]int, ntasks)
+	for i := range ntasks {
+		offsets[i], ntl[i] = i, ntasks
+	}
+	for round := 1; round <= 2; round++ {
+		resp, err := shm.PmapTasks(ctx, h, svarFill, offsets, ntl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range resp {
+			if r != [2]int{i, round} {
+				t.Fatalf("round %d: task %d answered %v", round, i, r)
+			}
+		}
+	}
+	svar1, err := shm.As[int32](h.Array("svar1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for x, v := range svar1.Data() {
+		if v != int32(h.Pids()[x%ntasks]) {
+			t.Fatalf("svar1[%d] = %d", x, v)
+		}
+	}
+	t.Logf("svar1[1:6] = %v", svar1.Data()[:6])
+	svar2, _ := shm.As[uint8](h.Array("svar2"))
+	if svar2.At(2, 99) != 3 || svar2.At(3, 0) != 0 {
+		t.Fatalf("svar2 rows: %d %d", svar2.At(2, 99), svar2.At(3, 0))
+	}
+	if _, err := shm.PmapTasks(ctx, h, svarFill, offsets[:2], ntl); err == nil {
+		t.Fatal("a short list was accepted")
+	}
+	if err := h.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := shm.PmapTasks(ctx, h, svarFill, offsets, ntl); err == nil {
+		t.Fatal("a call after Stop succeeded")
+	}
+	disttest.Eventually(t, 10*time.Second, "segments freed", func() bool {
+		return shm.Owned() == 0 && shm.Mapped() == 0 && memfdMaps(os.Getpid()) == 0
+	})
+	for _, p := range h.Pids() {
+		if v, err := counts.Call(ctx, c, p, struct{}{}); err != nil || v != [3]int{} {
+			t.Errorf("process %d after Stop: %v, %v", p, v, err)
+		}
+	}
+}
+
+
+// TestServerTasksAlone: with no workers the task runs in the caller.
+func TestServerTasksAlone(t *testing.T) {
+	c, _ := start(t, 0)
+	ctx := ctxT(t)
+	h, err := shm.StartTasks(ctx, c, shm.Seg[int32]("svar1", 10), shm.Seg[uint8]("svar2", 100, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := shm.PmapTasks(ctx, h, svarFill, []int{0}, []int{1})
+	if err != nil || resp[0] != [2]int{0, 1} {
+		t.Fatalf("%v, %v", resp, err)
+	}
+	a, _ := shm.As[int32](h.Array("svar1"))
+	if a.At(9) != 1 {
+		t.Fatalf("svar1 %v", a.Data())
+	}
+	if err := h.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
