@@ -99,7 +99,6 @@ func TestServerTasksSeed(t *testing.T) {
 	}
 }
 
-
 // TestServerTasksAlone: with no workers the task runs in the caller.
 func TestServerTasksAlone(t *testing.T) {
 	c, _ := start(t, 0)
