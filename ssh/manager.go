@@ -21,10 +21,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,15 +83,16 @@ type Manager struct {
 	self     string // this binary, for copies
 	sem      chan struct{}
 
-	mu    sync.Mutex
-	hosts map[int]*hostInfo // by machine index; filled by probes
-	ports map[int]int       // by machine index: how many fixed ports were handed out
-	procs map[*Process]struct{}
+	mu      sync.Mutex
+	hosts   map[int]*hostInfo   // by machine index; filled by probes
+	ports   map[int]int         // by machine index: how many fixed ports were handed out
+	copying map[int]*sync.Mutex // by machine index: held while this binary is copied there
+	copied  map[int]bool
+	procs   map[*Process]struct{}
 }
 
-// hostInfo is what a probe learned about a machine.
+// hostInfo is what a probe learned about a machine (probes are only needed for Auto counts).
 type hostInfo struct {
-	addr   string // the host's address as its sshd saw our connection arrive
 	goos   string
 	goarch string
 	cpus   int
@@ -118,6 +121,8 @@ func New(machines []Machine, opt Options) (*Manager, error) {
 		exe:      opt.Exe,
 		hosts:    make(map[int]*hostInfo),
 		ports:    make(map[int]int),
+		copying:  make(map[int]*sync.Mutex),
+		copied:   make(map[int]bool),
 		procs:    make(map[*Process]struct{}),
 	}
 	if m.ssh == "" {
@@ -200,16 +205,18 @@ func (m *Manager) allIndexes(keep func(Machine) bool) []int {
 }
 
 // Launch implements dist.Manager. It spreads spec.Count workers over the machines round
-// robin, each up to its count (Auto: its CPU count); workers beyond the machines' total
-// continue round robin over all of them. Before the first launch on a host it asks the host
-// (one ssh session) for its address, CPU count, system and whether the executable is there,
-// and copies this binary there if it is not. Every failure names its host and cause, e.g.
-// "h2: ssh exited 255: Permission denied (publickey)", and is a *HostError.
+// robin, each up to its count (Auto: its CPU count, asked over ssh first); workers beyond the
+// machines' total continue round robin over all of them. Each worker is one ssh session,
+// which also learns the host's address (for the bind address) and finds out whether the
+// executable is there; where it is not, this binary is copied there (once per host) and the
+// launch is tried again. Every failure names its host and cause, e.g.
+// "h2: ssh exited 255: Permission denied (publickey)", and is a *HostError; a host that
+// fails is reported once, however many workers it was to take.
 func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Process, error) {
 	if spec.Count <= 0 {
 		return nil, nil
 	}
-	infos, perrs := m.probe(ctx, m.allIndexes(func(Machine) bool { return true }))
+	infos, perrs := m.probe(ctx, m.allIndexes(func(mc Machine) bool { return mc.Count == Auto }))
 	failed := make(map[int]bool)
 	var errs []error
 	for i := range m.machines {
@@ -219,21 +226,18 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 		}
 	}
 	place := placement(m.machines, infos, spec.Count)
-	used := make(map[int]bool)
-	for _, i := range place {
-		if !failed[i] {
-			used[i] = true
-		}
-	}
-	cerrs := m.ensureExe(ctx, used, infos)
-	for i := range m.machines {
-		if err := cerrs[i]; err != nil {
-			failed[i] = true
-			errs = append(errs, err)
+	// A probed host known to lack the executable gets it before any launch.
+	for i, hi := range infos {
+		if !hi.hasExe && slices.Contains(place, i) {
+			if err := m.copyExe(ctx, i, hi.goos, hi.goarch); err != nil {
+				failed[i] = true
+				errs = append(errs, err)
+			}
 		}
 	}
 
 	type result struct {
+		i   int
 		p   *Process
 		err error
 	}
@@ -244,17 +248,22 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 			continue // its error is reported once, above
 		}
 		launched++
-		bind := m.bindFor(i, infos[i])
 		go func() {
-			p, err := m.start(ctx, i, spec, bind)
-			results <- result{p, err}
+			p, err := m.start(ctx, i, spec)
+			results <- result{i, p, err}
 		}()
 	}
 	var procs []dist.Process
+	hostFailed := make(map[string]bool)
 	for range launched {
 		r := <-results
 		if r.err != nil {
-			errs = append(errs, r.err)
+			// The same failure on every session to one host is reported once.
+			key := fmt.Sprint(r.i, r.err)
+			if !hostFailed[key] {
+				hostFailed[key] = true
+				errs = append(errs, r.err)
+			}
 			continue
 		}
 		procs = append(procs, r.p)
@@ -296,15 +305,20 @@ func placement(machines []Machine, infos map[int]*hostInfo, n int) []int {
 	return out
 }
 
-// bindFor is the address a new worker on machine i listens on.
-func (m *Manager) bindFor(i int, hi *hostInfo) string {
+// bindFor is the address a new worker on machine i listens on; seen is the host's address
+// as its sshd saw the connection arrive (from SSH_CONNECTION), used when no bind address was
+// given.
+func (m *Manager) bindFor(i int, seen string) (string, error) {
 	if m.opt.Tunnel {
-		return "127.0.0.1:0"
+		return "127.0.0.1:0", nil
 	}
 	mc := m.machines[i]
 	addr := mc.BindAddr
 	if addr == "" {
-		addr = hi.addr
+		addr = seen
+	}
+	if addr == "" {
+		return "", errors.New("SSH_CONNECTION is not set on the host, so its address is unknown: give the machine a bind address")
 	}
 	port := 0
 	if mc.BindPort != 0 {
@@ -313,10 +327,7 @@ func (m *Manager) bindFor(i int, hi *hostInfo) string {
 		m.ports[i]++
 		m.mu.Unlock()
 	}
-	if strings.Contains(addr, ":") {
-		addr = "[" + addr + "]"
-	}
-	return addr + ":" + strconv.Itoa(port)
+	return net.JoinHostPort(addr, strconv.Itoa(port)), nil
 }
 
 // acquire takes one of the MaxParallel slots for setting up an ssh session.
@@ -441,8 +452,7 @@ func (m *Manager) probe(ctx context.Context, idx []int) (map[int]*hostInfo, map[
 
 func (m *Manager) probeOne(ctx context.Context, i int) (*hostInfo, error) {
 	exe := quote(m.exe)
-	script := `echo "godist-probe conn $SSH_CONNECTION"
-echo "godist-probe os $(uname -s)"
+	script := `echo "godist-probe os $(uname -s)"
 echo "godist-probe arch $(uname -m)"
 echo "godist-probe cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
 if [ -f ` + exe + ` ] && [ -x ` + exe + ` ]; then echo "godist-probe exe 1"; else echo "godist-probe exe 0"; fi`
@@ -458,10 +468,6 @@ if [ -f ` + exe + ` ] && [ -x ` + exe + ` ]; then echo "godist-probe exe 1"; els
 			continue // a login script's chatter
 		}
 		switch f[1] {
-		case "conn": // client_ip client_port server_ip server_port
-			if len(f) >= 6 {
-				hi.addr = f[4]
-			}
 		case "os":
 			if len(f) >= 3 {
 				hi.goos = goos(f[2])
@@ -481,48 +487,33 @@ if [ -f ` + exe + ` ] && [ -x ` + exe + ` ]; then echo "godist-probe exe 1"; els
 	if hi.cpus <= 0 {
 		return nil, m.hostErr(i, -1, "", fmt.Errorf("could not learn the host's CPU count from %q", out))
 	}
-	if hi.addr == "" && m.machines[i].BindAddr == "" && !m.opt.Tunnel {
-		return nil, m.hostErr(i, -1, "", errors.New("SSH_CONNECTION is not set on the host, so its address is unknown: give a bind address"))
-	}
 	return hi, nil
 }
 
-// ensureExe copies this binary to each used machine that lacks the executable, in parallel,
-// and returns an error for each machine that cannot run workers.
-func (m *Manager) ensureExe(ctx context.Context, used map[int]bool, infos map[int]*hostInfo) map[int]error {
-	errs := make(map[int]error)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for i := range used {
-		hi := infos[i]
-		m.mu.Lock()
-		has := hi.hasExe
-		m.mu.Unlock()
-		if has {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := m.copyExe(ctx, i, hi)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs[i] = err
-			}
-		}()
+// copyExe copies this binary to machine i, whose system is goos/goarch, unless that was done
+// already; concurrent launches that found it missing wait for one copy.
+func (m *Manager) copyExe(ctx context.Context, i int, hostOS, hostArch string) error {
+	m.mu.Lock()
+	mu := m.copying[i]
+	if mu == nil {
+		mu = new(sync.Mutex)
+		m.copying[i] = mu
 	}
-	wg.Wait()
-	return errs
-}
-
-func (m *Manager) copyExe(ctx context.Context, i int, hi *hostInfo) error {
+	m.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
+	m.mu.Lock()
+	done := m.copied[i]
+	m.mu.Unlock()
+	if done {
+		return nil
+	}
 	if m.opt.NoCopy {
 		return m.hostErr(i, -1, "", fmt.Errorf("no executable at %s (copying is off)", m.exe))
 	}
-	if hi.goos != runtime.GOOS || hi.goarch != runtime.GOARCH {
+	if hostOS != runtime.GOOS || hostArch != runtime.GOARCH {
 		return m.hostErr(i, -1, "", fmt.Errorf("no executable at %s, and this binary (%s/%s) cannot run on a %s/%s host",
-			m.exe, runtime.GOOS, runtime.GOARCH, hi.goos, hi.goarch))
+			m.exe, runtime.GOOS, runtime.GOARCH, hostOS, hostArch))
 	}
 	f, err := os.Open(m.self)
 	if err != nil {
@@ -538,7 +529,7 @@ func (m *Manager) copyExe(ctx context.Context, i int, hi *hostInfo) error {
 		return err
 	}
 	m.mu.Lock()
-	hi.hasExe = true
+	m.copied[i] = true
 	m.mu.Unlock()
 	return nil
 }

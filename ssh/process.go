@@ -23,6 +23,7 @@ import (
 // Lines the remote side prints before the worker's own handshake.
 const (
 	pidPrefix   = "godist-ssh-pid "
+	noExe       = "godist-ssh-noexe"
 	fwdReady    = "godist-ssh-forward-ready"
 	handshakeHd = "godist-worker "
 )
@@ -54,56 +55,73 @@ type Process struct {
 // maxPending bounds the lines kept from a worker that has not joined yet.
 const maxPending = 1000
 
-// start launches one worker on machine i, listening on bind, and waits for its address.
-func (m *Manager) start(ctx context.Context, i int, spec dist.LaunchSpec, bind string) (*Process, error) {
-	if err := m.acquire(ctx); err != nil {
-		return nil, m.hostErr(i, -1, "", fmt.Errorf("launch cancelled: %w", err))
+// start launches one worker on machine i and waits for its address. A host that lacks the
+// executable gets a copy of this binary, and the launch is tried once more.
+func (m *Manager) start(ctx context.Context, i int, spec dist.LaunchSpec) (*Process, error) {
+	p, missing, err := m.startOnce(ctx, i, spec)
+	if missing == nil {
+		return p, err
 	}
-	defer m.release()
-	cfg := spec.Config
-	cfg.Network, cfg.Bind = "tcp", bind
-	line, err := json.Marshal(cfg)
-	if err != nil {
+	if err := m.copyExe(ctx, i, missing[0], missing[1]); err != nil {
 		return nil, err
 	}
-	// The shell's pid is the worker's, since each step execs the next: it is printed first
-	// so that Interrupt can signal the worker on its host.
-	script := "echo " + pidPrefix + "$$ && "
+	p, missing, err = m.startOnce(ctx, i, spec)
+	if missing != nil {
+		return nil, m.hostErr(i, -1, "", fmt.Errorf("%s is still missing after it was copied there", m.exe))
+	}
+	return p, err
+}
+
+// startOnce runs one ssh session for a worker on machine i. If the executable is missing
+// there it returns the host's system (GOOS, GOARCH) in missing and no error.
+func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_ *Process, missing []string, _ error) {
+	if err := m.acquire(ctx); err != nil {
+		return nil, nil, m.hostErr(i, -1, "", fmt.Errorf("launch cancelled: %w", err))
+	}
+	defer m.release()
+	// The first line gives the shell's pid, which becomes the worker's since each step execs
+	// the next (Interrupt signals it), and the host's address as sshd saw the connection
+	// arrive (the default bind address). The executable is checked for in the same session,
+	// so that a launch costs one ssh connection.
+	exe := quote(m.exe)
+	script := "echo " + pidPrefix + "$$ $SSH_CONNECTION\n" +
+		"if [ ! -f " + exe + " ] || [ ! -x " + exe + " ]; then echo " + noExe + " $(uname -s) $(uname -m); exit 0; fi\n"
 	if m.opt.Dir != "" {
-		script += "cd " + quote(m.opt.Dir) + " && "
+		script += "cd " + quote(m.opt.Dir) + " || exit 1\n"
 	}
 	script += "exec env " + dist.EnvWorker + "=1"
 	for _, e := range m.opt.Env {
 		script += " " + quote(e)
 	}
-	script += " " + quote(m.exe)
+	script += " " + exe
 	// Not tied to ctx: the worker outlives the launch.
 	cmd := m.command(i, nil, script)
 	p := &Process{m: m, idx: i, host: m.machines[i].name(), cmd: cmd, done: make(chan struct{})}
+	var err error
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, m.hostErr(i, -1, "", fmt.Errorf("starting ssh: %w", err))
+		return nil, nil, m.hostErr(i, -1, "", fmt.Errorf("starting ssh: %w", err))
 	}
 	p.label = fmt.Sprintf("From worker %s (ssh pid %d)", p.host, cmd.Process.Pid)
 	m.mu.Lock()
 	m.procs[p] = struct{}{}
 	m.mu.Unlock()
 
-	addr := make(chan string, 1)
-	noAddr := make(chan struct{})
+	// Control lines, in order; an empty one says that stdout ended before the handshake.
+	ctl := make(chan string, 4)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); p.readStdout(stdout, addr, noAddr) }()
+	go func() { defer wg.Done(); p.readStdout(stdout, ctl) }()
 	go func() { defer wg.Done(); p.readStderr(stderr) }()
 	go func() {
 		wg.Wait() // the pipes must be drained before Wait closes them
@@ -115,11 +133,7 @@ func (m *Manager) start(ctx context.Context, i int, spec dist.LaunchSpec, bind s
 		close(p.done)
 	}()
 
-	// The configuration (with the cookie) travels on the encrypted session, never on a
-	// command line. A write error means ssh is gone already, which the wait below reports.
-	p.stdin.Write(append(line, '\n'))
-
-	fail := func(err error) (*Process, error) {
+	fail := func(err error) (*Process, []string, error) {
 		p.Kill()
 		<-p.done
 		p.SetPid(0) // drops what was kept for a worker that will never join
@@ -130,7 +144,7 @@ func (m *Manager) start(ctx context.Context, i int, spec dist.LaunchSpec, bind s
 		} else if err == nil {
 			err = fmt.Errorf("ssh ended before the worker was ready: %v", p.waitErr)
 		}
-		return nil, &HostError{Host: p.host, ExitCode: code, Msg: sshSaid(p.tail.String()), Err: err}
+		return nil, nil, &HostError{Host: p.host, ExitCode: code, Msg: sshSaid(p.tail.String()), Err: err}
 	}
 	timeout := spec.Timeout
 	if timeout <= 0 {
@@ -138,19 +152,51 @@ func (m *Manager) start(ctx context.Context, i int, spec dist.LaunchSpec, bind s
 	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	select {
-	case hs := <-addr:
-		f := strings.Fields(hs)
-		if len(f) != 4 || f[1] != strconv.Itoa(dist.ProtocolVersion) || f[2] != "tcp" {
-			return fail(fmt.Errorf("the worker printed a handshake this driver does not understand: %q (is %s the same program as the driver?)", hs, m.exe))
+	for p.addr == "" {
+		select {
+		case line := <-ctl:
+			f := strings.Fields(line)
+			switch {
+			case line == "":
+				return fail(nil)
+			case f[0] == strings.TrimSpace(pidPrefix):
+				n, _ := strconv.Atoi(f[1])
+				p.remotePid.Store(int64(n))
+				seen := ""
+				if len(f) >= 6 { // SSH_CONNECTION: client_ip client_port server_ip server_port
+					seen = f[4]
+				}
+				cfg := spec.Config
+				cfg.Network = "tcp"
+				if cfg.Bind, err = m.bindFor(i, seen); err != nil {
+					return fail(err)
+				}
+				b, err := json.Marshal(cfg)
+				if err != nil {
+					return fail(err)
+				}
+				// The configuration (with the cookie) travels on the encrypted session,
+				// never on a command line. A write error means ssh is gone already, which
+				// the end of its output reports.
+				p.stdin.Write(append(b, '\n'))
+			case f[0] == noExe:
+				<-p.done
+				p.SetPid(0)
+				if len(f) < 3 {
+					return nil, nil, m.hostErr(i, -1, "", fmt.Errorf("no executable at %s", m.exe))
+				}
+				return nil, []string{goos(f[1]), goarch(f[2])}, nil
+			default: // the worker's handshake
+				if len(f) != 4 || f[1] != strconv.Itoa(dist.ProtocolVersion) || f[2] != "tcp" {
+					return fail(fmt.Errorf("the worker printed a handshake this driver does not understand: %q (is %s the same program as the driver?)", line, m.exe))
+				}
+				p.network, p.addr = f[2], f[3]
+			}
+		case <-timer.C:
+			return fail(fmt.Errorf("the worker printed no address within %v", timeout))
+		case <-ctx.Done():
+			return fail(fmt.Errorf("launch cancelled: %w", ctx.Err()))
 		}
-		p.network, p.addr = f[2], f[3]
-	case <-noAddr:
-		return fail(nil)
-	case <-timer.C:
-		return fail(fmt.Errorf("the worker printed no address within %v", timeout))
-	case <-ctx.Done():
-		return fail(fmt.Errorf("launch cancelled: %w", ctx.Err()))
 	}
 	p.mu.Lock()
 	p.label = fmt.Sprintf("From worker %s (pid %d there)", p.host, p.RemotePid())
@@ -160,24 +206,29 @@ func (m *Manager) start(ctx context.Context, i int, spec dist.LaunchSpec, bind s
 			return fail(err)
 		}
 	}
-	return p, nil
+	return p, nil, nil
 }
 
-func (p *Process) readStdout(r io.Reader, addr chan<- string, noAddr chan<- struct{}) {
+func (p *Process) readStdout(r io.Reader, ctl chan<- string) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	found := false
+	found, sawPid, sawNoExe := false, false, false
 	for sc.Scan() {
 		line := sc.Text()
 		if !found {
-			if rest, ok := strings.CutPrefix(line, pidPrefix); ok && p.remotePid.Load() == 0 {
-				n, _ := strconv.Atoi(strings.TrimSpace(rest))
-				p.remotePid.Store(int64(n))
-				continue
-			}
-			if strings.HasPrefix(line, handshakeHd) {
+			// At most one of each goes to ctl, so that it never fills.
+			switch {
+			case strings.HasPrefix(line, handshakeHd):
 				found = true
-				addr <- line
+				ctl <- line
+				continue
+			case !sawPid && strings.HasPrefix(line, pidPrefix):
+				sawPid = true
+				ctl <- line
+				continue
+			case !sawNoExe && strings.HasPrefix(line, noExe+" "):
+				sawNoExe = true
+				ctl <- line
 				continue
 			}
 			p.tail.add(line)
@@ -186,7 +237,7 @@ func (p *Process) readStdout(r io.Reader, addr chan<- string, noAddr chan<- stru
 	}
 	io.Copy(io.Discard, r) // a line too long for the scanner must not block the worker
 	if !found {
-		close(noAddr)
+		ctl <- ""
 	}
 }
 
