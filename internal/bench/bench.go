@@ -209,6 +209,7 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 		{[]string{"reduce.serial_sum_1e8_ms", "reduce.sum_1e8_ms"}, func(ctx context.Context) error {
 			return ReduceFigures(ctx, r.c, r.opt.Quick, r.emitSelected)
 		}},
+		{[]string{"ssh.startup_8workers_ms", "tcp.call.p50_us"}, r.sshFigures},
 	}
 	var any bool
 	for _, s := range steps {
