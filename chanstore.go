@@ -2,6 +2,7 @@ package dist
 
 import (
 	"context"
+	"github.com/godist/dist/internal/wire"
 	"slices"
 	"sync"
 )
@@ -40,6 +41,7 @@ func (s *chanStore) waitLocked(ctx context.Context) error {
 	ch := s.changed
 	s.mu.Unlock()
 	defer s.mu.Lock()
+	wire.WillBlock(ctx)
 	select {
 	case <-ch:
 		return nil
@@ -68,6 +70,7 @@ func (s *chanStore) put(ctx context.Context, it *chanItem) error {
 		return nil
 	}
 	s.mu.Unlock()
+	wire.WillBlock(ctx)
 	var err error
 	select {
 	case <-it.taken:

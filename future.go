@@ -198,6 +198,12 @@ func (f *Future[T]) Fetch(ctx context.Context) (T, error) {
 	select {
 	case <-f.done:
 		return f.val, f.err
+	default:
+		wire.WillBlock(ctx)
+	}
+	select {
+	case <-f.done:
+		return f.val, f.err
 	case <-ctx.Done():
 		var zero T
 		return zero, ctx.Err()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/godist/dist/internal/wire"
 	"maps"
 	"runtime"
 	"slices"
@@ -96,6 +97,7 @@ func (p *WorkerPool) Take(ctx context.Context) (int, error) {
 		}
 		ch := p.changed
 		p.mu.Unlock()
+		wire.WillBlock(ctx)
 		select {
 		case <-ch:
 		case <-ctx.Done():

@@ -70,6 +70,7 @@ func (e *refEntry) set(msg wire.Msg, err error, pid int, fn string) {
 // wait returns the stored result once it is set.
 func (e *refEntry) wait(ctx context.Context) (wire.Msg, error) {
 	if !e.isReady() { // a value already there wins over a cancelled ctx
+		wire.WillBlock(ctx)
 		select {
 		case <-e.ready:
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/godist/dist/internal/wire"
 	"slices"
 	"sync"
 )
@@ -199,6 +200,7 @@ func (ws *WorkerSet) Acquire(ctx context.Context) (pid int, release func(), err 
 	w := &wsWaiter{grant: make(chan wsGrant, 1)}
 	ws.waiters = append(ws.waiters, w)
 	ws.mu.Unlock()
+	wire.WillBlock(ctx)
 	select {
 	case g := <-w.grant:
 		if g.err != nil {

@@ -105,6 +105,8 @@ type Frame struct {
 	Header
 	CBOR []byte
 	Raw  any
+
+	run *inlineRun // the handler run for this frame on a reader goroutine, if any
 }
 
 // ErrFrame is wrapped by every error about a malformed or oversized frame.
