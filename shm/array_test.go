@@ -90,14 +90,17 @@ func memfdMaps(pid int) int {
 
 // start starts a cluster of n workers and, after it is closed, checks that the test left no
 // array mapped or owned in this process.
-func start(t *testing.T, n int) (*dist.Cluster, *disttest.Output) {
+func start(t *testing.T, n int) (*dist.Cluster, *disttest.Output) { return startWith(t, n) }
+
+// startWith is start with options.
+func startWith(t *testing.T, n int, opts ...dist.Option) (*dist.Cluster, *disttest.Output) {
 	t.Cleanup(func() {
 		runtime.GC()
 		if m, o, f := shm.Mapped(), shm.Owned(), memfdMaps(os.Getpid()); m+o+f != 0 {
 			t.Errorf("left behind: %d mapped, %d owned, %d memfd mappings", m, o, f)
 		}
 	})
-	return disttest.Start(t, n)
+	return disttest.Start(t, n, opts...)
 }
 
 func ctxT(t *testing.T) context.Context {
