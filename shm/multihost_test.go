@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/godist/dist"
-	"github.com/godist/dist/ssh"
 	"github.com/godist/dist/shm"
+	"github.com/godist/dist/ssh"
 )
 
 // sshHosts returns the names and ssh config of the network-namespace hosts made by
