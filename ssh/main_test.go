@@ -35,6 +35,11 @@ var (
 		them, err := hostname.Call(ctx, dist.Current(ctx), other, 0)
 		return [2]string{me, them}, err
 	})
+	// whereAmI returns the worker's working directory and the value of GODIST_TEST_VAR.
+	whereAmI = dist.NewFunc("sshtest.where", func(ctx context.Context, _ int) ([2]string, error) {
+		wd, err := os.Getwd()
+		return [2]string{wd, os.Getenv("GODIST_TEST_VAR")}, err
+	})
 	exePath = dist.NewFunc("sshtest.exe", func(ctx context.Context, _ int) (string, error) {
 		return os.Executable()
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -257,6 +258,63 @@ func TestCopiesBinaryToHostThatLacksIt(t *testing.T) {
 	if !errors.As(err, &he) || he.Host != h.names[1] || !strings.Contains(err.Error(), h.names[1]+": no executable at "+exe+"-absent") {
 		t.Errorf("AddProcs with a missing executable and no copy: %v", err)
 	}
+}
+
+func TestDirEnvAndBindPorts(t *testing.T) {
+	h := needHosts(t)
+	dir := t.TempDir()
+	port, err := freePortPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := fmt.Sprintf("%s %s:%d", h.names[2], h.addrs[2], port)
+	m, err := ssh.New(machines(t, map[string]int{spec: 2}, spec), ssh.Options{
+		Flags: []string{"-F", h.config},
+		Dir:   dir,
+		Env:   []string{"GODIST_TEST_VAR=it's here"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := start(t, m, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var addrs []string
+	for _, pid := range c.Workers() {
+		info, _ := c.ProcInfo(pid)
+		addrs = append(addrs, info.Addr)
+		got, err := whereAmI.Call(ctx, c, pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != [2]string{dir, "it's here"} {
+			t.Errorf("worker %d runs in %q with GODIST_TEST_VAR=%q, want %q and %q", pid, got[0], got[1], dir, "it's here")
+		}
+	}
+	sort.Strings(addrs)
+	want := []string{fmt.Sprintf("%s:%d", h.addrs[2], port), fmt.Sprintf("%s:%d", h.addrs[2], port+1)}
+	if !slices.Equal(addrs, want) {
+		t.Errorf("workers listen on %v, want %v", addrs, want)
+	}
+}
+
+// freePortPair returns a port p such that p and p+1 were free a moment ago (in this
+// namespace; the hosts' namespaces run nothing else).
+func freePortPair() (int, error) {
+	for range 20 {
+		a, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		p := a.Addr().(*net.TCPAddr).Port
+		b, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+1))
+		a.Close()
+		if err == nil {
+			b.Close()
+			return p, nil
+		}
+	}
+	return 0, errors.New("no two consecutive free ports")
 }
 
 func TestTunnel(t *testing.T) {
