@@ -311,10 +311,16 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 func (p *Process) Wait() error {
 	<-p.done
 	if ee := (*exec.ExitError)(nil); errors.As(p.waitErr, &ee) && ee.Exited() {
-		return &HostError{Host: p.host, ExitCode: ee.ExitCode(), Msg: sshSaid(p.tail.String())}
+		msg := sshSaid(p.tail.String())
+		if msg == "" && ee.ExitCode() == 255 {
+			// ssh's own failure once the session ran is its connection's; with LogLevel
+			// ERROR (common in scripts) it does not say so itself.
+			msg = "connection to the host lost"
+		}
+		return &HostError{Host: p.host, ExitCode: ee.ExitCode(), Msg: msg}
 	}
 	if p.waitErr != nil {
-		return &HostError{Host: p.host, ExitCode: -1, Err: p.waitErr}
+		return &HostError{Host: p.host, ExitCode: -1, Err: fmt.Errorf("ssh ended: %w", p.waitErr)}
 	}
 	return nil
 }

@@ -213,6 +213,20 @@ func TestInterruptReachesRemoteWorker(t *testing.T) {
 	if hn, err := hostname.Call(ctx, c, pid, 0); err != nil || hn != h.names[1] {
 		t.Errorf("after the interrupt: %q, %v", hn, err)
 	}
+
+	// Kill ends the ssh client; the session closes and the worker on the host exits.
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := disttest.WaitGone(c, pid, 10*time.Second); err != nil {
+		t.Errorf("worker %d still a member after Kill: %v", pid, err)
+	}
+	// The hosts share this machine's process table, so the worker's pid there is visible here.
+	disttest.Eventually(t, 10*time.Second, "the killed worker to exit on its host", func() bool { return !disttest.Alive(osPid) })
+	var he *ssh.HostError
+	if err := p.Wait(); !errors.As(err, &he) || he.Host != h.names[1] {
+		t.Errorf("Wait after Kill: %v, want a *HostError naming %s", err, h.names[1])
+	}
 }
 
 func TestCopiesBinaryToHostThatLacksIt(t *testing.T) {
@@ -548,6 +562,11 @@ func TestLostHost(t *testing.T) {
 		t.Fatalf("the call on the lost host ended with %v, want ErrProcessExited", err)
 	}
 	t.Logf("lost host noticed after %v: %v", time.Since(down).Round(time.Millisecond), err)
+	defer func() {
+		mu.Lock()
+		t.Logf("Exited event of worker %d: %v", lost[0], exited[lost[0]])
+		mu.Unlock()
+	}()
 	disttest.Eventually(t, 5*time.Second, "an Exited event for each lost worker", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
