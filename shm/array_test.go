@@ -420,3 +420,27 @@ func TestFullTmpfsArray(t *testing.T) {
 		t.Errorf("left in the tmpfs: %v", ents)
 	}
 }
+
+// TestWeightGrows passes one handle more often than its weight can be halved: the handle asks
+// the owner for more, and the array is still freed at the end.
+func TestWeightGrows(t *testing.T) {
+	c, _ := start(t, 1)
+	ctx := ctxT(t)
+	s, err := shm.NewSharedArray[int64](ctx, c, []int{8}, shm.WithPids(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 45 {
+		if _, err := writeAt.Call(ctx, c, 2, at{A: s, Idx: []int{i % 8}, V: int64(i)}); err != nil {
+			t.Fatalf("pass %d: %v", i, err)
+		}
+	}
+	if s.Data()[4] != 44 {
+		t.Fatalf("data %v", s.Data())
+	}
+	s.Release()
+	if _, err := counts.Call(ctx, c, 2, struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+	disttest.Eventually(t, 10*time.Second, "array freed", func() bool { return shm.Owned() == 0 && shm.Mapped() == 0 })
+}

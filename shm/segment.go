@@ -1,10 +1,22 @@
-// Package shm provides shared-memory segments for processes on one host: the layer that
-// SharedArray stands on.
+// Package shm shares memory between the processes of a cluster that run on one host
+// (Julia's SharedArrays, ClusterUtils' topology and broadcast_shared, PTools' pfork, server
+// tasks and shared memory).
 //
-// An anonymous segment (Create) is a memfd mapped MAP_SHARED. It has no name in /dev/shm, so a
-// crash leaks nothing: the memory is freed when the last descriptor and the last mapping are
-// gone. Other processes get it by receiving its descriptor, over a unix socket (SendFD, RecvFD)
-// or as an inherited file (Segment.File with os/exec's ExtraFiles), and map it with Open.
+// SharedArray[T] is an N-dimensional array of fixed-size elements whose memory every process of
+// its host maps: a handle passed to a remote function arrives as the same memory, writes are
+// seen without copies, and the memory is freed when the last handle anywhere is released
+// (weighted reference counting, as for futures). DescribePids groups processes by host;
+// BroadcastShared puts one copy of a value on each host under a name (Lookup, Names);
+// Fork runs a registered function in child processes that inherit the caller's arrays;
+// StartTasks starts long-lived server tasks with configured segments. Server tasks live here
+// rather than in package dist because their segments are shared arrays and dist must not
+// import shm.
+//
+// Under them are segments. An anonymous segment (Create) is a memfd mapped MAP_SHARED. It has
+// no name in /dev/shm, so a crash leaks nothing: the memory is freed when the last descriptor
+// and the last mapping are gone. Other processes get it by receiving its descriptor, over a
+// unix socket (SendFD, RecvFD) or as an inherited file (Segment.File with os/exec's
+// ExtraFiles), and map it with Open.
 //
 // A named segment (CreateNamed) is a file in /dev/shm, for unrelated processes that cannot be
 // handed a descriptor (PTools' shmpfx). Its file name records its creator, so that List can tell
@@ -151,7 +163,8 @@ func (s *Segment) Bytes() []byte {
 // Size returns the size of the segment in bytes, as mapped.
 func (s *Segment) Size() int { return s.size }
 
-// Path returns the file of a named segment in /dev/shm, or "" for an anonymous segment.
+// Path returns the file of a named segment in /dev/shm (or the backing file of a file-backed
+// array), or "" for an anonymous segment.
 func (s *Segment) Path() string { return s.path }
 
 // FD returns the segment's descriptor, to pass with SendFD or to a child process. It stays
