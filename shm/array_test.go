@@ -444,3 +444,50 @@ func TestWeightGrows(t *testing.T) {
 	}
 	disttest.Eventually(t, 10*time.Second, "array freed", func() bool { return shm.Owned() == 0 && shm.Mapped() == 0 })
 }
+
+// limitAS caps (extra > 0) or uncaps (extra == 0) this process's address space a little above
+// what it uses now, so that mapping a large array fails.
+var limitAS = dist.NewFunc("shmtest.limitAS", func(ctx context.Context, extra int) (struct{}, error) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_AS, &rl); err != nil {
+		return struct{}{}, err
+	}
+	rl.Cur = rl.Max
+	if extra > 0 {
+		b, err := os.ReadFile("/proc/self/statm")
+		if err != nil {
+			return struct{}{}, err
+		}
+		var pages uint64
+		fmt.Sscan(string(b), &pages)
+		rl.Cur = pages*uint64(os.Getpagesize()) + uint64(extra)
+	}
+	return struct{}{}, unix.Setrlimit(unix.RLIMIT_AS, &rl)
+})
+
+// TestFailedMapIsAnError: a worker that cannot map an array it receives fails that call with
+// an error saying so, and lives on.
+func TestFailedMapIsAnError(t *testing.T) {
+	c, _ := start(t, 1)
+	ctx := ctxT(t)
+	s, err := shm.NewSharedArray[int64](ctx, c, []int{64 << 20 / 8}, shm.WithPids(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	if _, err := limitAS.Call(ctx, c, 2, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	_, err = readAt.Call(ctx, c, 2, at{A: s, Idx: []int{0}})
+	if _, uerr := limitAS.Call(ctx, c, 2, 0); uerr != nil {
+		t.Fatal(uerr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "mmap") {
+		t.Fatalf("error %v, want a failed mmap", err)
+	}
+	t.Logf("error: %v", err)
+	s.Data()[7] = 9
+	if v, err := readAt.Call(ctx, c, 2, at{A: s, Idx: []int{7}}); err != nil || v != 9 {
+		t.Fatalf("after the limit is lifted: %d, %v", v, err)
+	}
+}

@@ -98,3 +98,27 @@ func TestForkCancel(t *testing.T) {
 	}
 	noChildren(t)
 }
+
+type forkOut struct {
+	Name string
+	Xs   []float64
+	M    map[string]int
+}
+
+var forkStruct = dist.NewFunc("shmtest.forkStruct", func(ctx context.Context, i int) (forkOut, error) {
+	return forkOut{Name: "child", Xs: []float64{float64(i), 0.5}, M: map[string]int{"i": i}}, nil
+})
+
+// TestForkResults: structured results survive the trip back from the children, in order.
+func TestForkResults(t *testing.T) {
+	outs, err := shm.Fork(ctxT(t), 3, forkStruct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range outs {
+		if o.Name != "child" || !slices.Equal(o.Xs, []float64{float64(i), 0.5}) || o.M["i"] != i {
+			t.Fatalf("result %d: %+v", i, o)
+		}
+	}
+	noChildren(t)
+}
