@@ -8,6 +8,10 @@
 // that it is released when Close is called, and also when this process dies without calling
 // it: Slurm never keeps an allocation of a crashed driver until its time limit.
 //
+// A request that Slurm queues waits within the launch's deadline (dist.WithLaunchTimeout,
+// default one minute); when it passes, the request is withdrawn and the error quotes salloc
+// (e.g. "Requested partition configuration not available now").
+//
 // Workers stop with the job: scancel of the job (or of a worker's step) ends the worker, and the
 // cluster reports it gone. A worker also exits when its srun ends, which is how Kill works.
 //
@@ -26,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -112,19 +117,24 @@ func InAllocation() bool { return os.Getenv("SLURM_JOB_ID") != "" }
 type Manager struct {
 	o options
 
-	mu     sync.Mutex
-	cursor int               // next slot of the environment's job for a worker
-	addrs  map[string]string // node -> address
-	allocs []*allocation     // requested by this manager
-	seq    int               // numbers worker step names
-	token  string            // tells this manager's steps from others' in the same job
-	closed bool
+	mu      sync.Mutex
+	running map[string][]*worker      // job -> workers started in it (ended ones pruned lazily)
+	pending map[string]map[string]int // job -> node -> workers being started
+	addrs   map[string]string         // node -> address
+	allocs  []*allocation             // requested by this manager
+	seq     int                       // numbers worker step names
+	token   string                    // tells this manager's steps from others' in the same job
+	closed  bool
 }
 
 // New returns a Slurm manager. Launch uses the job given by WithJob, else the job this process
 // runs in, else a new allocation per Launch.
 func New(opts ...Option) *Manager {
-	m := &Manager{addrs: make(map[string]string)}
+	m := &Manager{
+		addrs:   make(map[string]string),
+		running: make(map[string][]*worker),
+		pending: make(map[string]map[string]int),
+	}
 	m.o.jobName = "godist"
 	for _, o := range opts {
 		o(&m.o)
@@ -161,9 +171,8 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 		}
 	}
 	var (
-		sl    slots
-		start int
-		err   error
+		sl  slots
+		err error
 	)
 	switch job := m.o.job; {
 	case job == "" && InAllocation():
@@ -173,10 +182,6 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 		if sl, err = jobSlots(ctx, job); err != nil {
 			return nil, err
 		}
-		m.mu.Lock()
-		start = m.cursor
-		m.cursor += spec.Count
-		m.mu.Unlock()
 	default:
 		a, err := m.allocate(ctx, spec.Count)
 		if err != nil {
@@ -185,20 +190,33 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 		sl = a.slots
 	}
 
+	nodes, err := m.place(sl, spec.Count)
+	if err != nil {
+		return nil, err
+	}
 	type res struct {
 		p   dist.Process
 		err error
 	}
 	ch := make(chan res, spec.Count)
-	for i := 0; i < spec.Count; i++ {
-		node := sl.nodes[(start+i)%len(sl.nodes)]
+	for _, node := range nodes {
 		m.mu.Lock()
 		m.seq++
 		name := fmt.Sprintf("%s-%s-%d", m.o.jobName, m.token, m.seq)
 		m.mu.Unlock()
 		go func() {
-			p, err := m.startWorker(ctx, spec, exe, sl.job, node, name)
-			ch <- res{p, err}
+			w, err := m.startWorker(ctx, spec, exe, sl.job, node, name)
+			m.mu.Lock()
+			m.pending[sl.job][node]--
+			if err == nil {
+				m.running[sl.job] = append(m.running[sl.job], w)
+			}
+			m.mu.Unlock()
+			if err != nil {
+				ch <- res{nil, err}
+				return
+			}
+			ch <- res{w, nil}
 		}()
 	}
 	var procs []dist.Process
@@ -214,8 +232,61 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 	return procs, errors.Join(errs...)
 }
 
+// place picks a node for each of count new workers in the job: the one with the fewest of this
+// manager's live workers among those with a task free. Without WithOverlap, asking for more
+// workers than free tasks fails at once: their steps would wait silently for CPUs.
+func (m *Manager) place(sl slots, count int) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	capacity := map[string]int{}
+	var order []string
+	for _, n := range sl.nodes {
+		if capacity[n] == 0 {
+			order = append(order, n)
+		}
+		capacity[n]++
+	}
+	if m.pending[sl.job] == nil {
+		m.pending[sl.job] = make(map[string]int)
+	}
+	used := maps.Clone(m.pending[sl.job])
+	live := m.running[sl.job][:0]
+	for _, w := range m.running[sl.job] {
+		select {
+		case <-w.Done():
+		default:
+			live = append(live, w)
+			used[w.node]++
+		}
+	}
+	m.running[sl.job] = live
+	busy := 0
+	for _, u := range used {
+		busy += u
+	}
+	var out []string
+	for i := 0; i < count; i++ {
+		best := ""
+		for _, n := range order {
+			if (m.o.overlap || used[n] < capacity[n]) && (best == "" || used[n]*capacity[best] < used[best]*capacity[n]) {
+				best = n
+			}
+		}
+		if best == "" {
+			return nil, fmt.Errorf("slurm: job %s has %d tasks and %d workers of this manager run or start in it: %d more would wait for CPUs (use a bigger allocation, or WithOverlap to share CPUs)",
+				sl.job, len(sl.nodes), busy, count)
+		}
+		used[best]++
+		out = append(out, best)
+	}
+	for _, n := range out {
+		m.pending[sl.job][n]++
+	}
+	return out, nil
+}
+
 // startWorker runs one worker as a one-task step on node.
-func (m *Manager) startWorker(ctx context.Context, spec dist.LaunchSpec, exe, job, node, name string) (dist.Process, error) {
+func (m *Manager) startWorker(ctx context.Context, spec dist.LaunchSpec, exe, job, node, name string) (*worker, error) {
 	addr, err := m.addrOf(ctx, node)
 	if err != nil {
 		return nil, err
@@ -256,7 +327,7 @@ func (m *Manager) startWorker(ctx context.Context, spec dist.LaunchSpec, exe, jo
 	if err != nil {
 		return nil, fmt.Errorf("slurm: job %s: %w", job, err)
 	}
-	return &worker{CmdProcess: cp, job: job, name: name}, nil
+	return &worker{CmdProcess: cp, job: job, node: node, name: name}, nil
 }
 
 // addrOf returns the address workers on node listen at, looked up once per node.
@@ -414,7 +485,7 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 // worker is one worker's srun. Kill (inherited) kills srun, which makes Slurm end the step.
 type worker struct {
 	*dist.CmdProcess
-	job, name string
+	job, node, name string
 }
 
 // Interrupt implements dist.Process: SIGINT to the worker through Slurm (srun itself answers a

@@ -433,6 +433,23 @@ func innerDriver() int {
 	if err := checkCluster(ctx, c, job); err != nil {
 		return fail("%v", err)
 	}
+	// The job's two tasks are taken: a third worker would wait for CPUs, which is refused at
+	// once with the reason.
+	pids, err := c.AddProcs(ctx, m, 1)
+	if err == nil || len(pids) != 0 || !strings.Contains(err.Error(), "would wait for CPUs") {
+		return fail("a third worker in a job of two tasks: %v %v", pids, err)
+	}
+	// Once a worker is gone, its task takes a new one.
+	if err := c.RmProcs(ctx, c.Workers()[0]); err != nil {
+		return fail("rmprocs: %v", err)
+	}
+	if pids, err := c.AddProcs(ctx, m, 1); err != nil || len(pids) != 1 {
+		return fail("a worker in the freed task: %v %v", pids, err)
+	}
+	if err := checkCluster(ctx, c, job); err != nil {
+		return fail("after replacing a worker: %v", err)
+	}
+	fmt.Printf("third worker: %v\n", err)
 	if err := c.Close(); err != nil {
 		return fail("close: %v", err)
 	}
