@@ -128,6 +128,7 @@ type state struct {
 	weight   int64
 	m        *mapping
 	released bool
+	local    atomic.Bool // m != nil: read without the lock on every element access
 }
 
 // release gives the weight back to the owner and drops the mapping claim, once.
@@ -138,6 +139,7 @@ func (s *state) release() {
 		return
 	}
 	s.released = true
+	s.local.Store(false)
 	w, m := s.weight, s.m
 	s.weight, s.m = 0, nil
 	s.mu.Unlock()
@@ -610,6 +612,7 @@ type Array struct {
 
 func newArray(c *dist.Cluster, md *meta, weight int64, m *mapping) *Array {
 	a := &Array{md: md, st: &state{c: c, owner: md.owner, num: md.num, token: md.token, weight: weight, m: m}}
+	a.st.local.Store(m != nil)
 	if c != nil && weight > 0 && c.MyID() == md.owner {
 		ownerLocal(md.num, md.token, weight)
 	}
@@ -700,11 +703,7 @@ func (a *Array) File() string { return a.md.file }
 
 // Local reports whether this handle has the array's memory mapped (it is on the array's host
 // and not released).
-func (a *Array) Local() bool {
-	a.st.mu.Lock()
-	defer a.st.mu.Unlock()
-	return a.st.m != nil
-}
+func (a *Array) Local() bool { return a.st.local.Load() }
 
 // Bytes returns the array's memory, or nil where it is not Local. Writes are seen at once by
 // every process that maps the array. The slice is valid while the handle is reachable and not

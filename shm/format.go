@@ -56,8 +56,11 @@ func render(b *strings.Builder, header string, dims []int, elem func(int) string
 		cols = dims[1]
 	}
 	page := rows * cols
-	pages := n / page
-	for p := range pages {
+	for _, p := range shown(n/page, 6) {
+		if p < 0 {
+			b.WriteString("\n\n⋮")
+			continue
+		}
 		if len(dims) > 2 {
 			b.WriteString("\n\n[:, :")
 			rest := p
