@@ -388,10 +388,17 @@ func (m *Manager) command(i int, extra []string, script string) *exec.Cmd {
 // run runs script on machine i and returns its standard output; a failure is a *HostError
 // with what ssh or the script said on standard error.
 func (m *Manager) run(ctx context.Context, i int, script string, stdin *os.File) ([]byte, error) {
-	if err := m.acquire(ctx); err != nil {
-		return nil, m.hostErr(i, -1, "", err)
+	return m.runWith(ctx, i, script, stdin, true)
+}
+
+// runWith is run, taking one of the MaxParallel slots if bounded.
+func (m *Manager) runWith(ctx context.Context, i int, script string, stdin *os.File, bounded bool) ([]byte, error) {
+	if bounded {
+		if err := m.acquire(ctx); err != nil {
+			return nil, m.hostErr(i, -1, "", err)
+		}
+		defer m.release()
 	}
-	defer m.release()
 	c := m.command(i, nil, script)
 	cmd := exec.CommandContext(ctx, c.Path, c.Args[1:]...)
 	cmd.SysProcAttr, cmd.WaitDelay = c.SysProcAttr, c.WaitDelay

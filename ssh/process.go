@@ -134,6 +134,9 @@ func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_
 	}()
 
 	fail := func(err error) (*Process, []string, error) {
+		if err != nil {
+			p.killRemote() // ssh still runs: the worker may be stuck where it reads no input
+		}
 		p.Kill()
 		<-p.done
 		p.SetPid(0) // drops what was kept for a worker that will never join
@@ -355,6 +358,25 @@ func (p *Process) Interrupt() error {
 	defer cancel()
 	_, err := p.m.run(ctx, p.idx, "kill -INT "+strconv.Itoa(pid), nil)
 	return err
+}
+
+// killRemote kills the worker on its host through a new ssh session (at most 5s, best
+// effort). Killing the local ssh client ends a worker through its standard input, which a
+// worker stuck before its handshake (in a package's init, say) never reads.
+func (p *Process) killRemote() {
+	pid := p.RemotePid()
+	if pid <= 0 {
+		return
+	}
+	select {
+	case <-p.done:
+		return // the session ended with the worker: its pid may be another's by now
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Not bounded by MaxParallel: the caller holds a slot already.
+	p.m.runWith(ctx, p.idx, "kill -KILL "+strconv.Itoa(pid)+" 2>/dev/null", nil, false)
 }
 
 // forward opens the tunnel: an ssh local forward from a free port on this machine's

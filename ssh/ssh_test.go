@@ -431,6 +431,38 @@ func TestFailuresNameHostAndCause(t *testing.T) {
 	}
 }
 
+func TestLaunchTimeoutKillsTheStuckWorker(t *testing.T) {
+	h := needHosts(t)
+	// A "worker" that never prints its address and never reads its input.
+	dir := t.TempDir()
+	marker := fmt.Sprintf("%d.%d", 300+os.Getpid()%100, time.Now().UnixNano()%1000)
+	exe := filepath.Join(dir, "stuck")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\nexec sleep "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ssh.New(machines(t, map[string]int{h.names[1]: 1}, h.names[1]), ssh.Options{Flags: []string{"-F", h.config}, Exe: exe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := disttest.Start(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	_, err = c.AddProcs(ctx, m, 1, dist.WithLaunchTimeout(2*time.Second))
+	want := h.names[1] + ": the worker printed no address within 2s"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("AddProcs with a worker that never answers: %v\nwant it to say %q", err, want)
+	}
+	if d := time.Since(t0); d > 15*time.Second {
+		t.Errorf("the launch took %v to give up", d)
+	}
+	// The stuck process on the host was killed, not just its ssh client.
+	disttest.Eventually(t, 10*time.Second, "the stuck worker to be gone from its host", func() bool {
+		out, _ := exec.Command("pgrep", "-f", "sleep "+marker).Output()
+		return len(strings.TrimSpace(string(out))) == 0
+	})
+}
+
 func TestMaxParallel(t *testing.T) {
 	h := needHosts(t)
 	// An ssh wrapper that records, for each session, when it started and when its worker
