@@ -79,7 +79,7 @@ func init() {
 		if c.driver {
 			return struct{}{}, errors.New("the driver does not exit on request")
 		}
-		exitOnce.Do(func() { close(exitRequested) })
+		c.requestExit()
 		return struct{}{}, nil
 	})
 	builtin(fnLookup, func(ctx context.Context, c *Cluster, pid int) (peerInfo, error) {

@@ -28,6 +28,7 @@ type config struct {
 	manager       Manager
 	n             int
 	cookie        string
+	cookieFile    string
 	output        io.Writer
 	logger        *slog.Logger
 	launchTimeout time.Duration
@@ -118,6 +119,8 @@ type Cluster struct {
 	joined     chan struct{}
 	driverLost chan struct{}
 	lostOnce   sync.Once
+	exitReq    chan struct{} // closed when the driver asks this worker to exit
+	exitOnce   sync.Once
 }
 
 type peerInfo struct {
@@ -167,8 +170,17 @@ func myPid() int {
 func Start(ctx context.Context, opts ...Option) (*Cluster, error) {
 	cfg := newConfig(opts)
 	cookie := cfg.cookie
+	if cookie == "" && cfg.cookieFile != "" {
+		var err error
+		if cookie, err = ReadCookieFile(cfg.cookieFile); err != nil {
+			return nil, err
+		}
+	}
 	if cookie == "" {
-		cookie = os.Getenv(EnvCookie)
+		var err error
+		if cookie, err = CookieFromEnv(); err != nil {
+			return nil, err
+		}
 	}
 	if cookie == "" {
 		var b [16]byte
@@ -212,12 +224,13 @@ func setCurrent(c *Cluster) error {
 
 func newCluster(cfg config, cookie []byte, driver bool) *Cluster {
 	c := &Cluster{
-		driver: driver,
-		cookie: cookie,
-		cfg:    cfg,
-		log:    cfg.logger,
-		peers:  make(map[int]*peer),
-		conns:  make(map[*wire.Conn]*connState),
+		driver:  driver,
+		cookie:  cookie,
+		cfg:     cfg,
+		log:     cfg.logger,
+		peers:   make(map[int]*peer),
+		conns:   make(map[*wire.Conn]*connState),
+		exitReq: make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.refs.init()
@@ -589,7 +602,7 @@ func (c *Cluster) serve(st *connState, conn *wire.Conn, f *wire.Frame) {
 		ctx, c2 = context.WithTimeout(ctx, time.Duration(h.Timeout))
 		defer c2()
 	}
-	ctx = context.WithValue(ctx, callInfoKey{}, &callInfo{st: st, conn: conn})
+	ctx = wire.InlineContext(context.WithValue(ctx, callInfoKey{}, &callInfo{st: st, conn: conn}), f)
 	if f.Kind == wire.KindRequest {
 		st.mu.Lock()
 		st.active[f.ID] = cancel

@@ -96,6 +96,38 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 	return pids, errors.Join(errs...)
 }
 
+// AddProcess joins a worker that was started by something other than a Manager of this
+// cluster (package elastic accepts workers that dial in; the mpi manager's ranks) and returns
+// its pid. p.Addr must return the address the worker announced from ServeWorker; the driver
+// connects there, proves the cookie, gives the worker the next pid and the membership, and
+// tells the other processes about it, exactly as for workers from AddProcs: the worker joins
+// the default pool and Subscribe's callbacks see it join. When p's Done channel (if it has a
+// Done() <-chan struct{} method) closes or Wait returns, the worker is removed from the
+// cluster. On failure AddProcess kills p and returns an error. Only the driver may add
+// workers; ctx bounds the join.
+func (c *Cluster) AddProcess(ctx context.Context, p Process) (int, error) {
+	if !c.driver {
+		return 0, ErrNotDriver
+	}
+	pid, err := c.join(ctx, p)
+	if err != nil {
+		p.Kill()
+		p.SetPid(0)
+		return 0, err
+	}
+	return pid, nil
+}
+
+// Cookie returns the cluster cookie (Julia's cluster_cookie()): what a process must prove it
+// knows to connect. Managers that start workers by other means hand it to them; give it only
+// to processes you trust.
+func (c *Cluster) Cookie() string { return string(c.cookie) }
+
+// Done returns a channel that is closed when the cluster is closed (in a worker: when it
+// stops serving). Helpers that live as long as the cluster, such as an elastic listener,
+// watch it.
+func (c *Cluster) Done() <-chan struct{} { return c.ctx.Done() }
+
 // join connects to a launched worker, gives it the next pid and the membership, and tells
 // the other workers about it.
 func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
