@@ -59,10 +59,11 @@ type Options struct {
 	// driver's binary. A copy is only made to a host with the driver's operating system and
 	// architecture; an existing file at Exe is never replaced nor compared.
 	NoCopy bool
-	// Tunnel makes the driver reach each worker through an ssh local forward (ssh -L) instead
-	// of dialling its host directly: the workers listen on their host's loopback, so only
-	// the ssh port needs to be open. Workers on other hosts cannot reach a tunnelled worker,
-	// so worker-to-worker calls to it fail; use it with calls from the driver (Pmap, pools).
+	// Tunnel makes the driver reach each worker through an ssh local forward (ssh -L, from a
+	// unix socket in a private temporary directory here) instead of dialling its host: the
+	// workers listen on their host's loopback, so only the ssh port needs to be open. Workers
+	// on other hosts cannot reach a tunnelled worker, so worker-to-worker calls to it fail;
+	// use it with calls from the driver (Pmap, pools, Reduce).
 	Tunnel bool
 	// KeepAlive is the interval of ssh's keep-alive probes (ServerAliveInterval); after 3
 	// unanswered probes ssh gives up, and the host's workers are reported exited. Default

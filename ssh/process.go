@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -379,72 +381,74 @@ func (p *Process) killRemote() {
 	p.m.runWith(ctx, p.idx, "kill -KILL "+strconv.Itoa(pid)+" 2>/dev/null", nil, false)
 }
 
-// forward opens the tunnel: an ssh local forward from a free port on this machine's
-// loopback to the worker's port on its host's loopback. A port taken in between by someone
-// else makes ssh fail (ExitOnForwardFailure), and another is tried.
+// forward opens the tunnel: an ssh local forward from a unix socket in a private directory
+// of this machine to the worker's port on its host's loopback. A socket path, unlike a
+// local port, can be nobody else's: a worker on another host that is given this address
+// cannot reach some unrelated process by it, only fail.
 func (p *Process) forward(ctx context.Context, deadline <-chan time.Time) error {
 	_, rport, err := net.SplitHostPort(p.addr)
 	if err != nil {
 		return err
 	}
-	var lastErr error
-	for range 3 {
-		lport, err := freePort()
-		if err != nil {
-			return err
-		}
-		spec := fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%s", lport, rport)
-		// LocalCommand runs once the forward listens: that line says it is ready.
-		cmd := p.m.command(p.idx, []string{"-N", "-o", "ExitOnForwardFailure=yes",
-			"-o", "PermitLocalCommand=yes", "-o", "LocalCommand=echo " + fwdReady, "-L", spec}, "")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return err
-		}
-		var stderr safeBuffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("tunnel: starting ssh: %w", err)
-		}
-		fwdDone := make(chan struct{})
-		ready := make(chan bool, 1)
-		go func() {
-			sc := bufio.NewScanner(out)
-			ok := false
-			for sc.Scan() {
-				if !ok && sc.Text() == fwdReady {
-					ok = true
-					ready <- true
-				}
-			}
-			if !ok {
-				ready <- false
-			}
-			io.Copy(io.Discard, out)
-			cmd.Wait()
-			close(fwdDone)
-		}()
-		p.mu.Lock()
-		p.fwd, p.fwdDone = cmd, fwdDone
-		p.mu.Unlock()
-		select {
-		case ok := <-ready:
-			if ok {
-				p.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(lport))
-				return nil
-			}
-			<-fwdDone
-			lastErr = fmt.Errorf("tunnel: ssh -L %s failed: %s", spec, sshSaid(stderr.String()))
-		case <-deadline:
-			return errors.New("tunnel: the forward was not ready in time")
-		case <-ctx.Done():
-			return fmt.Errorf("launch cancelled: %w", ctx.Err())
-		}
+	dir, err := os.MkdirTemp("", "godist-ssh-")
+	if err != nil {
+		return fmt.Errorf("tunnel: %w", err)
 	}
-	return lastErr
+	sock := filepath.Join(dir, "w.sock")
+	spec := sock + ":127.0.0.1:" + rport
+	// LocalCommand runs once the forward listens: that line says it is ready.
+	cmd := p.m.command(p.idx, []string{"-N", "-o", "ExitOnForwardFailure=yes",
+		"-o", "PermitLocalCommand=yes", "-o", "LocalCommand=echo " + fwdReady, "-L", spec}, "")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	var stderr safeBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("tunnel: starting ssh: %w", err)
+	}
+	fwdDone := make(chan struct{})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		ok := false
+		for sc.Scan() {
+			if !ok && sc.Text() == fwdReady {
+				ok = true
+				ready <- true
+			}
+		}
+		if !ok {
+			ready <- false
+		}
+		io.Copy(io.Discard, out)
+		cmd.Wait()
+		os.RemoveAll(dir)
+		close(fwdDone)
+	}()
+	p.mu.Lock()
+	p.fwd, p.fwdDone = cmd, fwdDone
+	p.mu.Unlock()
+	select {
+	case ok := <-ready:
+		if !ok {
+			<-fwdDone
+			return fmt.Errorf("tunnel: ssh -L %s failed: %s", spec, sshSaid(stderr.String()))
+		}
+		p.network, p.addr = "unix", sock
+		return nil
+	case <-deadline:
+		return errors.New("tunnel: the forward was not ready in time")
+	case <-ctx.Done():
+		return fmt.Errorf("launch cancelled: %w", ctx.Err())
+	}
 }
 
-// stopForward kills the tunnel's ssh, if any, and waits until it has been reaped.
+// stopForward kills the tunnel's ssh, if any, and waits until it has been reaped and its
+// socket removed.
 func (p *Process) stopForward() {
 	p.mu.Lock()
 	fwd, done := p.fwd, p.fwdDone
@@ -454,15 +458,6 @@ func (p *Process) stopForward() {
 	}
 	syscall.Kill(-fwd.Process.Pid, syscall.SIGKILL)
 	<-done
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("tunnel: finding a free local port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // lineTail keeps the last lines a session printed, for error messages.

@@ -338,6 +338,14 @@ func TestTunnel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var socks []string
+	t.Cleanup(func() { // after the cluster's Close
+		for _, s := range socks {
+			if _, err := os.Stat(filepath.Dir(s)); !os.IsNotExist(err) {
+				t.Errorf("tunnel directory %s left behind: %v", filepath.Dir(s), err)
+			}
+		}
+	})
 	c, _ := start(t, m, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -345,9 +353,10 @@ func TestTunnel(t *testing.T) {
 		// The driver reaches the worker at a local port; the worker listens on its host's
 		// loopback, which this (root) network namespace cannot reach but through ssh.
 		info, _ := c.ProcInfo(pid)
-		if !strings.HasPrefix(info.Addr, "127.0.0.1:") {
-			t.Errorf("worker %d reached at %s, want the tunnel's 127.0.0.1 end", pid, info.Addr)
+		if info.Network != "unix" || !strings.HasPrefix(info.Addr, os.TempDir()) {
+			t.Errorf("worker %d reached at %s %s, want the tunnel's socket", pid, info.Network, info.Addr)
 		}
+		socks = append(socks, info.Addr)
 	}
 	res, err := dist.Pmap(ctx, c, hostname, make([]int, 20), dist.WithBatchSize(1))
 	if err != nil {
