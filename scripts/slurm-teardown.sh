@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# scripts/slurm-teardown.sh - stop what scripts/slurm.sh started: cancel this cluster's jobs (so
+# scripts/slurm-teardown.sh [hosts] - stop what `scripts/slurm.sh [hosts]` started: cancel this cluster's jobs (so
 # that Slurm itself ends their processes), stop slurmd, slurmctld (and its slurmscriptd) and
 # munged by their PID files, stop any job process left in this node's Slurm cgroups, remove
 # those cgroup directories, and delete the state directory (GODIST_KEEP_STATE=1 keeps it).
 # Idempotent: with nothing up it does nothing.
 set -euo pipefail
-DIR=${GODIST_SLURM_DIR:-/run/godist/slurm}
+MODE=${1:-single}
+case $MODE in
+single) DIR=${GODIST_SLURM_DIR:-/run/godist/slurm} ;;
+hosts) DIR=${GODIST_SLURM_DIR:-/run/godist/slurm-hosts} ;;
+*)
+    echo "usage: $0 [hosts]" >&2
+    exit 2
+    ;;
+esac
 CONF=$DIR/slurm.conf
 SOCK=$DIR/munge/munge.socket
-NODE=$(hostname -s)
+# The nodes as the configuration names them (the test hosts may be gone already).
+NODES=$(sed -n 's/^NodeName=\([^ ]*\).*/\1/p' "$CONF" 2>/dev/null || true)
 
-say() { printf 'slurm-teardown.sh: %s\n' "$*" >&2; }
+say() { printf 'slurm-teardown.sh %s: %s\n' "$MODE" "$*" >&2; }
 
 # PID 1 here reaps slowly: a killed process may stay a zombie for a while, which counts as gone.
 alive() {
@@ -51,7 +60,11 @@ ours() {
 }
 
 ctld=$(ours "$DIR/slurmctld.pid" "$CONF")
-slurmd=$(ours "$DIR/slurmd.pid" "$CONF")
+slurmd=""
+for f in "$DIR"/slurmd-*.pid; do
+    [ -e "$f" ] && slurmd="$slurmd $(ours "$f" "$CONF")"
+done
+slurmd=${slurmd# }
 munged=$(ours "$DIR/munged.pid" "$SOCK")
 
 if [ -n "$ctld" ] && [ -n "$munged" ]; then
@@ -68,7 +81,11 @@ if [ -n "$ctld" ] && [ -n "$munged" ]; then
     fi
 fi
 
-[ -z "$slurmd" ] || { say "stopping slurmd $slurmd"; stop "$slurmd"; }
+if [ -n "${slurmd// /}" ]; then
+    say "stopping slurmd $slurmd"
+    # shellcheck disable=SC2086
+    stop $slurmd
+fi
 if [ -n "$ctld" ]; then
     # shellcheck disable=SC2046
     set -- "$ctld" $(children "$ctld")
@@ -85,20 +102,22 @@ done
 
 # With proctrack/cgroup, processes still in slurm_<node> are job processes: thaw and stop them,
 # then remove the (then empty) directories slurmd made.
-freezer=/sys/fs/cgroup/freezer/slurm_$NODE
-if [ -d "$freezer" ]; then
-    find "$freezer" -name freezer.state -exec sh -c 'for f; do echo THAWED >"$f"; done' sh {} + 2>/dev/null || true
-    # shellcheck disable=SC2046
-    set -- $(find "$freezer" -name cgroup.procs -exec cat {} + 2>/dev/null)
-    if [ $# -gt 0 ]; then
-        say "stopping job processes left in $freezer: $*"
-        stop "$@"
+for node in $NODES; do
+    freezer=/sys/fs/cgroup/freezer/slurm_$node
+    if [ -d "$freezer" ]; then
+        find "$freezer" -name freezer.state -exec sh -c 'for f; do echo THAWED >"$f"; done' sh {} + 2>/dev/null || true
+        # shellcheck disable=SC2046
+        set -- $(find "$freezer" -name cgroup.procs -exec cat {} + 2>/dev/null)
+        if [ $# -gt 0 ]; then
+            say "stopping job processes left in $freezer: $*"
+            stop "$@"
+        fi
     fi
-fi
-for top in /sys/fs/cgroup/*/"slurm_$NODE"; do
-    [ -d "$top" ] || continue
-    find "$top" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    [ ! -d "$top" ] || say "warning: could not remove $top"
+    for top in /sys/fs/cgroup/*/"slurm_$node"; do
+        [ -d "$top" ] || continue
+        find "$top" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+        [ ! -d "$top" ] || say "warning: could not remove $top"
+    done
 done
 
 if [ "${GODIST_KEEP_STATE:-0}" != 1 ]; then

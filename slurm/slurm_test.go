@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -66,13 +67,24 @@ var relay = dist.NewFunc("slurmtest.relay", func(ctx context.Context, to int) (i
 	return square.Call(ctx, dist.Current(ctx), to, to)
 })
 
-// needSlurm skips without a running Slurm (fails with CI=true). It uses scripts/slurm.sh's
-// environment file when SLURM_CONF is not set.
+// needSlurm skips without a running Slurm (fails with CI=true). It uses the one-node cluster
+// of scripts/slurm.sh when SLURM_CONF is not set.
 func needSlurm(t *testing.T) {
+	t.Helper()
+	conf := os.Getenv("SLURM_CONF")
+	if conf == "" {
+		conf = "/run/godist/slurm/slurm.conf"
+	}
+	needCluster(t, conf, "scripts/slurm.sh")
+}
+
+// needCluster skips unless the Slurm cluster of config file conf, which setup brings up, is
+// usable (fails with CI=true), and points the Slurm commands at it.
+func needCluster(t *testing.T, conf, setup string) {
 	t.Helper()
 	missing := func(why string) {
 		t.Helper()
-		msg := "Slurm is not available (" + why + "); run scripts/slurm.sh as root and . /run/godist/slurm/env"
+		msg := "Slurm is not available (" + why + "); run " + setup + " as root"
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
@@ -83,13 +95,10 @@ func needSlurm(t *testing.T) {
 			missing(tool + " not found")
 		}
 	}
-	if os.Getenv("SLURM_CONF") == "" {
-		const conf = "/run/godist/slurm/slurm.conf"
-		if _, err := os.Stat(conf); err != nil {
-			missing("SLURM_CONF unset and no " + conf)
-		}
-		t.Setenv("SLURM_CONF", conf)
+	if _, err := os.Stat(conf); err != nil {
+		missing("no " + conf)
 	}
+	t.Setenv("SLURM_CONF", conf)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "sinfo", "--noheader", "--format=%T").CombinedOutput()
@@ -151,29 +160,12 @@ func (e *exits) has(pids ...int) bool {
 	return true
 }
 
-// checkCluster checks that every worker is a step of job and that calls work: a Pmap across the
-// workers and a worker↔worker call.
-func checkCluster(ctx context.Context, c *dist.Cluster, job string) error {
-	ws := c.Workers()
-	if len(ws) != 2 {
-		return fmt.Errorf("workers %v, want 2", ws)
-	}
-	pl, err := where.On(ctx, c, ws, struct{}{})
+// checkCluster checks that the cluster has n workers, each a step of job, and that calls work:
+// a Pmap across the workers and a worker↔worker call. It returns the workers' nodes by pid.
+func checkCluster(ctx context.Context, c *dist.Cluster, job string, n int) (map[int]string, error) {
+	nodes, err := checkWorkers(ctx, c, job, n)
 	if err != nil {
-		return err
-	}
-	steps := map[string]bool{}
-	for pid, p := range pl {
-		if p.Job != job || p.Step == "" || p.Node == "" {
-			return fmt.Errorf("worker %d runs as %+v, want a step of job %s", pid, p, job)
-		}
-		if steps[p.Step] {
-			return fmt.Errorf("workers share step %s", p.Step)
-		}
-		steps[p.Step] = true
-		if info, ok := c.ProcInfo(pid); !ok || info.OSPid != p.OSPid {
-			return fmt.Errorf("worker %d: ProcInfo %+v, process says os pid %d", pid, info, p.OSPid)
-		}
+		return nil, err
 	}
 	in := make([]int, 200)
 	for i := range in {
@@ -181,18 +173,49 @@ func checkCluster(ctx context.Context, c *dist.Cluster, job string) error {
 	}
 	out, err := dist.Pmap(ctx, c, square, in)
 	if err != nil {
-		return fmt.Errorf("pmap: %w", err)
+		return nil, fmt.Errorf("pmap: %w", err)
 	}
 	for i, v := range out {
 		if v != i*i {
-			return fmt.Errorf("pmap: out[%d] = %d", i, v)
+			return nil, fmt.Errorf("pmap: out[%d] = %d", i, v)
 		}
 	}
-	got, err := relay.Call(ctx, c, ws[0], ws[1])
-	if err != nil || got != ws[1]*ws[1] {
-		return fmt.Errorf("worker %d -> worker %d: %d, %v", ws[0], ws[1], got, err)
+	ws := c.Workers()
+	for _, to := range ws[1:] {
+		got, err := relay.Call(ctx, c, ws[0], to)
+		if err != nil || got != to*to {
+			return nil, fmt.Errorf("worker %d -> worker %d: %d, %v", ws[0], to, got, err)
+		}
 	}
-	return nil
+	return nodes, nil
+}
+
+func checkWorkers(ctx context.Context, c *dist.Cluster, job string, n int) (map[int]string, error) {
+	ws := c.Workers()
+	if c.NWorkers() != n {
+		return nil, fmt.Errorf("workers %v, want %d", ws, n)
+	}
+	pl, err := where.On(ctx, c, ws, struct{}{})
+	if err != nil {
+		return nil, err
+	}
+	steps := map[string]bool{}
+	nodes := map[int]string{}
+	for pid, p := range pl {
+		if p.Job != job || p.Step == "" || p.Node == "" {
+			return nil, fmt.Errorf("worker %d runs as %+v, want a step of job %s", pid, p, job)
+		}
+		if steps[p.Step] {
+			return nil, fmt.Errorf("workers share step %s", p.Step)
+		}
+		steps[p.Step] = true
+		info, ok := c.ProcInfo(pid)
+		if !ok || info.OSPid != p.OSPid || info.Network != "tcp" {
+			return nil, fmt.Errorf("worker %d: ProcInfo %+v, process says os pid %d", pid, info, p.OSPid)
+		}
+		nodes[pid] = p.Node
+	}
+	return nodes, nil
 }
 
 // Outside an allocation the manager requests one; cancelling that job ends the workers and the
@@ -219,7 +242,7 @@ func TestOutsideAllocationScancel(t *testing.T) {
 	if !slices.Contains(squeue(t, "--states=RUNNING"), job) {
 		t.Fatalf("job %s is not running", job)
 	}
-	if err := checkCluster(ctx, c, job); err != nil {
+	if _, err := checkCluster(ctx, c, job, 2); err != nil {
 		t.Fatal(err)
 	}
 	ws := c.Workers()
@@ -380,6 +403,13 @@ func TestImpossibleAllocation(t *testing.T) {
 // workers are srun steps of that same job.
 func TestInsideAllocation(t *testing.T) {
 	needSlurm(t)
+	runInner(t, "--ntasks=2")
+}
+
+// runInner submits the test binary as a batch job with the given resources, waits for it, and
+// returns its output once it says that the inner driver did its work.
+func runInner(t *testing.T, resources ...string) string {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -389,9 +419,9 @@ func TestInsideAllocation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	// sbatch --wait polls slowly (seconds); squeue every 100ms is quicker.
-	b, err := exec.CommandContext(ctx, "sbatch", "--parsable", "--ntasks=2", "--job-name=godist-test",
-		"--time=5", "--output="+outFile, "--chdir="+dir, "--export=ALL,"+envInner+"=1",
-		"--wrap=exec '"+exe+"'").CombinedOutput()
+	args := append([]string{"--parsable", "--job-name=godist-test", "--time=5", "--output=" + outFile,
+		"--chdir=" + dir, "--export=ALL," + envInner + "=1", "--wrap=exec '" + exe + "'"}, resources...)
+	b, err := exec.CommandContext(ctx, "sbatch", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sbatch: %v: %s", err, b)
 	}
@@ -404,6 +434,65 @@ func TestInsideAllocation(t *testing.T) {
 		t.Fatalf("job %s: %s\noutput:\n%s", job, state, got)
 	}
 	t.Logf("job %s:\n%s", job, got)
+	return string(got)
+}
+
+// hostsConf is the configuration of the several-node cluster `scripts/slurm.sh hosts` brings up
+// on the test hosts of scripts/hosts.sh.
+const hostsConf = "/run/godist/slurm-hosts/slurm.conf"
+
+// Several nodes, each a network namespace with its own hostname and address: the driver
+// outside the allocation (in the root namespace) gets one worker per node, and the workers
+// call each other across hosts.
+func TestHostsOutside(t *testing.T) {
+	needCluster(t, hostsConf, "scripts/hosts.sh && scripts/slurm.sh hosts")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	m := slurm.New(slurm.WithNodes(3), slurm.WithTimeLimit(5*time.Minute), slurm.WithJobName("godist-test"))
+	defer m.Close()
+	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(3), dist.WithOutput(&disttest.Output{}),
+		dist.WithLaunchTimeout(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	job := m.Jobs()[0]
+	nodes, err := checkCluster(ctx, c, job, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := nodeSet(nodes); got != "h1 h2 h3" {
+		t.Fatalf("workers on nodes %q, want one on each of h1 h2 h3", got)
+	}
+	for pid, node := range nodes {
+		info, _ := c.ProcInfo(pid)
+		if info.Host != node || strings.HasPrefix(info.Addr, "127.") {
+			t.Errorf("worker %d on %s: %+v", pid, node, info)
+		}
+	}
+	ex, stop := watch(c)
+	defer stop()
+	ws := c.Workers()
+	if b, err := exec.Command("scancel", job).CombinedOutput(); err != nil {
+		t.Fatalf("scancel: %v: %s", err, b)
+	}
+	eventually(t, 30*time.Second, "workers on every host reported gone after scancel", func() bool { return ex.has(ws...) })
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Error(err)
+	}
+}
+
+// Several nodes, the driver inside the allocation: the batch script runs on the first node (a
+// network namespace) and starts a worker on every node.
+func TestHostsInside(t *testing.T) {
+	needCluster(t, hostsConf, "scripts/hosts.sh && scripts/slurm.sh hosts")
+	out := runInner(t, "--nodes=3", "--ntasks=3")
+	if !strings.Contains(out, "workers on nodes h1 h2 h3") {
+		t.Fatal("the workers are not one on each node")
+	}
 }
 
 // innerDriver is the batch job's program: a cluster in the job it runs in.
@@ -416,29 +505,37 @@ func innerDriver() int {
 		return fail("not in an allocation")
 	}
 	job := os.Getenv("SLURM_JOB_ID")
+	n, err := strconv.Atoi(os.Getenv("SLURM_NTASKS"))
+	if err != nil {
+		return fail("SLURM_NTASKS: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	m := slurm.New()
 	defer m.Close()
 	t0 := time.Now()
-	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(2), dist.WithLaunchTimeout(60*time.Second))
+	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(n), dist.WithLaunchTimeout(60*time.Second))
 	if err != nil {
 		return fail("start: %v", err)
 	}
 	defer c.Close()
-	fmt.Printf("2 workers joined in %v\n", time.Since(t0).Round(time.Millisecond))
+	fmt.Printf("%d workers joined in %v\n", n, time.Since(t0).Round(time.Millisecond))
 	if len(m.Jobs()) != 0 {
 		return fail("manager requested allocations %v inside one", m.Jobs())
 	}
-	if err := checkCluster(ctx, c, job); err != nil {
+	nodes, err := checkCluster(ctx, c, job, n)
+	if err != nil {
 		return fail("%v", err)
 	}
-	// The job's two tasks are taken: a third worker would wait for CPUs, which is refused at
+	host, _ := os.Hostname()
+	fmt.Printf("driver on %s, workers on nodes %s\n", host, nodeSet(nodes))
+	// The job's tasks are taken: one more worker would wait for CPUs, which is refused at
 	// once with the reason.
 	pids, err := c.AddProcs(ctx, m, 1)
 	if err == nil || len(pids) != 0 || !strings.Contains(err.Error(), "would wait for CPUs") {
-		return fail("a third worker in a job of two tasks: %v %v", pids, err)
+		return fail("one worker more than the job's tasks: %v %v", pids, err)
 	}
+	fmt.Printf("one worker too many: %v\n", err)
 	// Once a worker is gone, its task takes a new one.
 	if err := c.RmProcs(ctx, c.Workers()[0]); err != nil {
 		return fail("rmprocs: %v", err)
@@ -446,15 +543,24 @@ func innerDriver() int {
 	if pids, err := c.AddProcs(ctx, m, 1); err != nil || len(pids) != 1 {
 		return fail("a worker in the freed task: %v %v", pids, err)
 	}
-	if err := checkCluster(ctx, c, job); err != nil {
+	if _, err := checkCluster(ctx, c, job, n); err != nil {
 		return fail("after replacing a worker: %v", err)
 	}
-	fmt.Printf("third worker: %v\n", err)
 	if err := c.Close(); err != nil {
 		return fail("close: %v", err)
 	}
 	fmt.Printf("inner driver ok in job %s\n", job)
 	return 0
+}
+
+// nodeSet lists the distinct nodes, sorted, space-separated.
+func nodeSet(nodes map[int]string) string {
+	var ns []string
+	for _, n := range nodes {
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	return strings.Join(slices.Compact(ns), " ")
 }
 
 // A driver killed with SIGKILL leaves nothing behind: its allocation is released and its
