@@ -370,7 +370,8 @@ func seconds(d time.Duration) string {
 
 // command returns an ssh command for machine i with the extra options, running script with
 // sh there (none if script is empty). The script goes through sh -c so that the user's login
-// shell, whatever it is, only has to run one single-quoted word.
+// shell, whatever it is, only has to run one single-quoted word; scripts are one line, since
+// csh refuses a newline inside quotes.
 func (m *Manager) command(i int, extra []string, script string) *exec.Cmd {
 	args := m.baseArgs(i)
 	args = append(args, extra...)
@@ -460,10 +461,10 @@ func (m *Manager) probe(ctx context.Context, idx []int) (map[int]*hostInfo, map[
 
 func (m *Manager) probeOne(ctx context.Context, i int) (*hostInfo, error) {
 	exe := quote(m.exe)
-	script := `echo "godist-probe os $(uname -s)"
-echo "godist-probe arch $(uname -m)"
-echo "godist-probe cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-if [ -f ` + exe + ` ] && [ -x ` + exe + ` ]; then echo "godist-probe exe 1"; else echo "godist-probe exe 0"; fi`
+	script := `echo "godist-probe os $(uname -s)"; ` +
+		`echo "godist-probe arch $(uname -m)"; ` +
+		`echo "godist-probe cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"; ` +
+		`if [ -f ` + exe + ` ] && [ -x ` + exe + ` ]; then echo "godist-probe exe 1"; else echo "godist-probe exe 0"; fi`
 	out, err := m.run(ctx, i, script, nil)
 	if err != nil {
 		return nil, err

@@ -86,10 +86,10 @@ func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_
 	// arrive (the default bind address). The executable is checked for in the same session,
 	// so that a launch costs one ssh connection.
 	exe := quote(m.exe)
-	script := "echo " + pidPrefix + "$$ $SSH_CONNECTION\n" +
-		"if [ ! -f " + exe + " ] || [ ! -x " + exe + " ]; then echo " + noExe + " $(uname -s) $(uname -m); exit 0; fi\n"
+	script := "echo " + pidPrefix + "$$ $SSH_CONNECTION; " +
+		"if [ ! -f " + exe + " ] || [ ! -x " + exe + " ]; then echo " + noExe + " $(uname -s) $(uname -m); exit 0; fi; "
 	if m.opt.Dir != "" {
-		script += "cd " + quote(m.opt.Dir) + " || exit 1\n"
+		script += "cd " + quote(m.opt.Dir) + " || exit 1; "
 	}
 	script += "exec env " + dist.EnvWorker + "=1"
 	for _, e := range m.opt.Env {
