@@ -1,0 +1,292 @@
+package mpi_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godist/dist"
+	"github.com/godist/dist/mpi"
+)
+
+// envProgram makes the test binary, started by mpirun, the MPI program under test.
+const envProgram = "GODIST_MPI_TEST_PROGRAM"
+
+// TestMain makes the test binary usable as a worker and as the program mpirun starts. The
+// program check comes after dist.Main, as a driver check must.
+func TestMain(m *testing.M) {
+	dist.Main()
+	if os.Getenv(envProgram) != "" {
+		os.Exit(program())
+	}
+	os.Exit(m.Run())
+}
+
+var square = dist.NewFunc("mpitest.square", func(ctx context.Context, x int) (int, error) {
+	return x * x, nil
+})
+
+// rankOf reports the rank and OS pid of the process it runs on.
+var rankOf = dist.NewFunc("mpitest.rank", func(ctx context.Context, _ struct{}) ([2]int, error) {
+	w, err := mpi.ThisWorld()
+	return [2]int{w.Rank, os.Getpid()}, err
+})
+
+// relay calls square on another worker from a worker.
+var relay = dist.NewFunc("mpitest.relay", func(ctx context.Context, to int) (int, error) {
+	return square.Call(ctx, dist.Current(ctx), to, to)
+})
+
+// program is what every rank runs: rank 0 drives, the others serve inside mpi.Start.
+func program() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	c, err := mpi.Start(ctx, mpi.WithTimeout(30*time.Second))
+	if err != nil {
+		fmt.Println("mpi program FAILED:", err)
+		return 1
+	}
+	defer c.Close()
+	w, _ := mpi.ThisWorld()
+	fmt.Printf("rank 0: %d ranks joined in %v\n", w.Size, time.Since(t0).Round(time.Millisecond))
+	if err := check(ctx, c, w); err != nil {
+		fmt.Println("mpi program FAILED:", err)
+		return 1
+	}
+	if err := c.Close(); err != nil {
+		fmt.Println("mpi program FAILED: close:", err)
+		return 1
+	}
+	fmt.Printf("mpi program ok: %d ranks\n", w.Size)
+	return 0
+}
+
+func check(ctx context.Context, c *dist.Cluster, w mpi.World) error {
+	if w.Rank != 0 {
+		return fmt.Errorf("Start returned on rank %d", w.Rank)
+	}
+	if n := c.NWorkers(); n != w.Size-1 {
+		return fmt.Errorf("%d workers for %d ranks", n, w.Size)
+	}
+	ranks, err := mpi.Ranks(ctx, c)
+	if err != nil {
+		return err
+	}
+	var got []int
+	for _, r := range ranks {
+		got = append(got, r)
+	}
+	slices.Sort(got)
+	for i, r := range got {
+		if r != i {
+			return fmt.Errorf("ranks by pid %v: not each of 0..%d once", ranks, w.Size-1)
+		}
+	}
+	if ranks[1] != 0 {
+		return fmt.Errorf("the driver (pid 1) is rank %d", ranks[1])
+	}
+	// Every rank is a distinct process that answers calls.
+	info, err := rankOf.Everywhere(ctx, c, struct{}{})
+	if err != nil {
+		return err
+	}
+	seen := map[int]bool{}
+	var nets []string
+	for pid, ri := range info {
+		if ri[0] != ranks[pid] || seen[ri[1]] {
+			return fmt.Errorf("pid %d: rank %d os pid %d (ranks %v)", pid, ri[0], ri[1], ranks)
+		}
+		seen[ri[1]] = true
+		if pid != 1 {
+			pi, _ := c.ProcInfo(pid)
+			if pi.OSPid != ri[1] {
+				return fmt.Errorf("pid %d: ProcInfo %+v, process says os pid %d", pid, pi, ri[1])
+			}
+			nets = append(nets, pi.Network)
+		}
+	}
+	slices.Sort(nets)
+	fmt.Printf("rank 0: workers listen on %v\n", slices.Compact(nets))
+	in := make([]int, 300)
+	for i := range in {
+		in[i] = i
+	}
+	out, err := dist.Pmap(ctx, c, square, in)
+	if err != nil {
+		return fmt.Errorf("pmap: %w", err)
+	}
+	for i, v := range out {
+		if v != i*i {
+			return fmt.Errorf("pmap: out[%d] = %d", i, v)
+		}
+	}
+	ws := c.Workers()
+	if len(ws) >= 2 {
+		v, err := relay.Call(ctx, c, ws[0], ws[len(ws)-1])
+		if err != nil || v != ws[len(ws)-1]*ws[len(ws)-1] {
+			return fmt.Errorf("worker %d -> worker %d: %d, %v", ws[0], ws[len(ws)-1], v, err)
+		}
+	}
+	fmt.Printf("rank 0: ranks by pid %v; pmap of %d items and a worker-to-worker call ok\n", ranks, len(in))
+	return nil
+}
+
+// needMpirun skips without Open MPI's mpirun (fails with CI=true).
+func needMpirun(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("mpirun"); err != nil {
+		msg := "mpirun not found; run scripts/openmpi.sh as root (installs openmpi-bin)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if mpi.Launched() {
+		t.Fatal("the tests must not themselves run under mpirun")
+	}
+}
+
+// mpirun runs the test binary as an np-rank MPI program with extra environment, and returns
+// its output once it has exited 0.
+func mpirun(t *testing.T, np int, env ...string) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--allow-run-as-root", "--oversubscribe", "-np", fmt.Sprint(np),
+		"--mca", "oob_tcp_if_include", "lo", "--mca", "btl_tcp_if_include", "lo",
+		"-x", envProgram + "=1"}
+	for _, kv := range env {
+		args = append(args, "-x", kv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "mpirun", append(args, exe)...)
+	cmd.Dir = t.TempDir()
+	cmd.WaitDelay = 5 * time.Second
+	t0 := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("mpirun -np %d: %v\n%s", np, err, out)
+	}
+	t.Logf("mpirun -np %d (%v):\n%s", np, time.Since(t0).Round(time.Millisecond), out)
+	want := fmt.Sprintf("mpi program ok: %d ranks", np)
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("no %q in the output", want)
+	}
+	return string(out)
+}
+
+// All ranks on this host: rendezvous in a private temporary directory, unix sockets.
+func TestMpirunLocal(t *testing.T) {
+	needMpirun(t)
+	dir := filepath.Join(t.TempDir(), "rv")
+	out := mpirun(t, 3, mpi.EnvDir+"="+dir)
+	if !strings.Contains(out, "workers listen on [unix]") {
+		t.Error("local ranks do not use unix sockets")
+	}
+	left, _ := os.ReadDir(dir)
+	if len(left) != 0 {
+		t.Errorf("rendezvous directory not empty after the run: %v", left)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("rendezvous directory: %v %v, want mode 0700", fi.Mode(), err)
+	}
+}
+
+// Rank 0 on TCP, as across hosts.
+func TestMpirunTCP(t *testing.T) {
+	needMpirun(t)
+	out := mpirun(t, 4, mpi.EnvDir+"="+filepath.Join(t.TempDir(), "rv"), mpi.EnvListen+"=127.0.0.1:0")
+	if !strings.Contains(out, "workers listen on [tcp]") {
+		t.Error("workers of a TCP driver do not use TCP")
+	}
+}
+
+// The driver's address given in advance and the cookie in the environment: no file at all.
+func TestMpirunDriverAddr(t *testing.T) {
+	needMpirun(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // a port that was free a moment ago; rank 0 listens on it
+	home := t.TempDir()
+	mpirun(t, 2, mpi.EnvDriver+"="+addr, dist.EnvCookie+"=mpi-test-cookie", "HOME="+home)
+	if left, _ := os.ReadDir(home); len(left) != 0 {
+		t.Errorf("files made with an explicit driver address: %v", left)
+	}
+}
+
+// A rank whose rank 0 never shows up says where it looked, in time.
+func TestNoRankZero(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "rv")
+	t.Setenv("OMPI_COMM_WORLD_RANK", "1")
+	t.Setenv("OMPI_COMM_WORLD_SIZE", "2")
+	t.Setenv(mpi.EnvKey, "lonely")
+	t0 := time.Now()
+	err := mpi.Serve(context.Background(), mpi.WithDir(dir), mpi.WithTimeout(300*time.Millisecond))
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "lonely.json")) {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("gave up after %v", d)
+	}
+}
+
+// A rendezvous directory others can enter is refused: it would expose the cookie.
+func TestOpenDirRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OMPI_COMM_WORLD_RANK", "1")
+	t.Setenv("OMPI_COMM_WORLD_SIZE", "2")
+	t.Setenv(mpi.EnvKey, "k")
+	err := mpi.Serve(context.Background(), mpi.WithDir(dir), mpi.WithTimeout(time.Second))
+	if err == nil || !strings.Contains(err.Error(), "accessible to others") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestThisWorld(t *testing.T) {
+	for _, k := range []string{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE",
+		"PMIX_RANK", "PMI_RANK", "PMI_SIZE", "OMPI_MCA_ess_base_jobid", mpi.EnvKey} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	if _, err := mpi.ThisWorld(); !errors.Is(err, mpi.ErrNotLaunched) {
+		t.Fatalf("outside mpirun: %v", err)
+	}
+	t.Setenv("PMI_RANK", "2")
+	t.Setenv("PMI_SIZE", "2")
+	if _, err := mpi.ThisWorld(); err == nil {
+		t.Fatal("rank 2 of 2 accepted")
+	}
+	t.Setenv("PMI_SIZE", "5")
+	t.Setenv(mpi.EnvKey, "job7")
+	w, err := mpi.ThisWorld()
+	if err != nil || w != (mpi.World{Rank: 2, Size: 5, Key: "job7"}) {
+		t.Fatalf("Hydra-style: %+v %v", w, err)
+	}
+	os.Unsetenv(mpi.EnvKey)
+	t.Setenv("OMPI_COMM_WORLD_RANK", "0")
+	t.Setenv("OMPI_COMM_WORLD_SIZE", "3")
+	t.Setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "3")
+	t.Setenv("OMPI_MCA_ess_base_jobid", "4242")
+	w, err = mpi.ThisWorld()
+	if err != nil || w.Rank != 0 || w.Size != 3 || w.LocalSize != 3 || !strings.HasPrefix(w.Key, "ompi-4242-") {
+		t.Fatalf("Open MPI: %+v %v", w, err)
+	}
+}
