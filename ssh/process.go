@@ -58,20 +58,38 @@ type Process struct {
 const maxPending = 1000
 
 // start launches one worker on machine i and waits for its address. A host that lacks the
-// executable gets a copy of this binary, and the launch is tried once more.
+// executable gets a copy of this binary, and the launch is tried once more. A connection
+// that sshd dropped before the key exchange (what sshd does to connections beyond its
+// MaxStartups while many workers start at once) is tried again, up to 3 times in all.
 func (m *Manager) start(ctx context.Context, i int, spec dist.LaunchSpec) (*Process, error) {
-	p, missing, err := m.startOnce(ctx, i, spec)
-	if missing == nil {
-		return p, err
+	copied := false
+	for attempt := 1; ; attempt++ {
+		p, missing, err := m.startOnce(ctx, i, spec)
+		switch {
+		case missing != nil && !copied:
+			if err := m.copyExe(ctx, i, missing[0], missing[1]); err != nil {
+				return nil, err
+			}
+			copied = true
+		case missing != nil:
+			return nil, m.hostErr(i, -1, "", fmt.Errorf("%s is still missing after it was copied there", m.exe))
+		case err != nil && attempt < 3 && droppedBySSHD(err):
+			select {
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, err
+			}
+		default:
+			return p, err
+		}
 	}
-	if err := m.copyExe(ctx, i, missing[0], missing[1]); err != nil {
-		return nil, err
-	}
-	p, missing, err = m.startOnce(ctx, i, spec)
-	if missing != nil {
-		return nil, m.hostErr(i, -1, "", fmt.Errorf("%s is still missing after it was copied there", m.exe))
-	}
-	return p, err
+}
+
+// droppedBySSHD reports whether err is ssh's failure when the server closed the connection
+// before the key exchange, as sshd does to unauthenticated connections beyond MaxStartups.
+func droppedBySSHD(err error) bool {
+	var he *HostError
+	return errors.As(err, &he) && he.ExitCode == 255 && strings.Contains(he.Msg, "kex_exchange_identification")
 }
 
 // startOnce runs one ssh session for a worker on machine i. If the executable is missing

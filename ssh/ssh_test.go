@@ -472,6 +472,44 @@ func TestLaunchTimeoutKillsTheStuckWorker(t *testing.T) {
 	})
 }
 
+func TestRetriesConnectionsDroppedBySSHD(t *testing.T) {
+	h := needHosts(t)
+	// An ssh that fails its first two runs the way ssh does when sshd drops a connection
+	// beyond MaxStartups, then is the real ssh.
+	dir := t.TempDir()
+	real, err := exec.LookPath("ssh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := filepath.Join(dir, "count")
+	wrapper := filepath.Join(dir, "ssh")
+	script := fmt.Sprintf(`#!/bin/sh
+echo x >> %[1]s
+if [ "$(wc -l < %[1]s)" -le 2 ]; then
+	echo "kex_exchange_identification: Connection closed by remote host" >&2
+	echo "Connection closed by 10.0.0.1 port 22" >&2
+	exit 255
+fi
+exec %[2]s "$@"
+`, count, real)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ssh.New(machines(t, map[string]int{h.names[0]: 1}, h.names[0]),
+		ssh.Options{SSH: wrapper, Flags: []string{"-F", h.config}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := start(t, m, 1)
+	if len(c.Workers()) != 1 {
+		t.Fatalf("workers %v", c.Workers())
+	}
+	b, _ := os.ReadFile(count)
+	if n := strings.Count(string(b), "x"); n != 3 {
+		t.Errorf("ssh ran %d times, want 3 (two dropped, one through)", n)
+	}
+}
+
 func TestMaxParallel(t *testing.T) {
 	h := needHosts(t)
 	// An ssh wrapper that records, for each session, when it started and when its worker
