@@ -183,6 +183,9 @@ func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_
 			case line == "":
 				return fail(nil)
 			case f[0] == strings.TrimSpace(pidPrefix):
+				if len(f) < 2 {
+					return fail(fmt.Errorf("the host printed %q instead of its shell's pid", line))
+				}
 				n, _ := strconv.Atoi(f[1])
 				p.remotePid.Store(int64(n))
 				seen := ""
@@ -203,7 +206,11 @@ func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_
 				// the end of its output reports.
 				p.stdin.Write(append(b, '\n'))
 			case f[0] == noExe:
-				<-p.done
+				select { // the script exits right after saying so
+				case <-p.done:
+				case <-timer.C:
+					return fail(fmt.Errorf("no executable at %s, and the session did not end", m.exe))
+				}
 				p.SetPid(0)
 				if len(f) < 3 {
 					return nil, nil, m.hostErr(i, -1, "", fmt.Errorf("no executable at %s", m.exe))
