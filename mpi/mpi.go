@@ -17,8 +17,8 @@
 //
 // Rank 0 accepts workers with package elastic. The other ranks learn its address and the
 // cluster cookie from a rendezvous file that rank 0 writes, named after the launch's job id
-// (Open MPI's OMPI_MCA_ess_base_jobid, with mpirun's PMIx server address so that a stale file
-// of an earlier launch is never taken for this one). The file is readable by its owner only,
+// (Open MPI's OMPI_MCA_ess_base_jobid, with mpirun's own address so that a stale file of an
+// earlier launch is never taken for this one). The file is readable by its owner only,
 // in a directory only the owner can enter, and is removed once every rank has joined. When
 // all ranks run on one host (OMPI_COMM_WORLD_LOCAL_SIZE equals the world size) the directory
 // is under os.TempDir and the ranks talk over unix sockets; across hosts it must be a
@@ -102,9 +102,10 @@ func ThisWorld() (World, error) {
 	case os.Getenv(EnvKey) != "":
 		w.Key = os.Getenv(EnvKey)
 	case os.Getenv("OMPI_MCA_ess_base_jobid") != "":
-		// The job id alone repeats when mpirun's pid does; with the address of mpirun's
-		// PMIx server it names one live launch.
-		h := sha256.Sum256([]byte(os.Getenv("OMPI_MCA_ess_base_jobid") + "|" + os.Getenv("PMIX_SERVER_URI41") + os.Getenv("PMIX_SERVER_URI4")))
+		// The job id alone repeats when mpirun's pid does; with mpirun's own address (the
+		// same on every node, unlike the local daemons' and PMIx servers') it names one live
+		// launch.
+		h := sha256.Sum256([]byte(os.Getenv("OMPI_MCA_ess_base_jobid") + "|" + os.Getenv("OMPI_MCA_orte_hnp_uri")))
 		w.Key = "ompi-" + os.Getenv("OMPI_MCA_ess_base_jobid") + "-" + hex.EncodeToString(h[:6])
 	}
 	return w, nil
@@ -295,7 +296,7 @@ func startDriver(ctx context.Context, w World, o options) (*dist.Cluster, error)
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			return fail(fmt.Errorf("mpi: rank 0: %d of %d other ranks joined within %v (listening on %s)", c.NWorkers(), want, o.timeout, ln.Addr()))
+			return fail(fmt.Errorf("mpi: rank 0: %d of %d other ranks joined within %v (listening on %s)", c.NWorkers(), want, o.timeout, advertised(ln.Addr())))
 		case <-ctx.Done():
 			return fail(fmt.Errorf("mpi: rank 0: waiting for the other ranks: %w", ctx.Err()))
 		}

@@ -116,6 +116,14 @@ func check(ctx context.Context, c *dist.Cluster, w mpi.World) error {
 	}
 	slices.Sort(nets)
 	fmt.Printf("rank 0: workers listen on %v\n", slices.Compact(nets))
+	host, _ := os.Hostname()
+	hosts := []string{host}
+	for _, pid := range c.Workers() {
+		pi, _ := c.ProcInfo(pid)
+		hosts = append(hosts, pi.Host)
+	}
+	slices.Sort(hosts)
+	fmt.Printf("rank 0: ranks on hosts %v\n", slices.Compact(hosts))
 	in := make([]int, 300)
 	for i := range in {
 		in[i] = i
@@ -155,17 +163,20 @@ func needMpirun(t *testing.T) {
 	}
 }
 
-// mpirun runs the test binary as an np-rank MPI program with extra environment, and returns
-// its output once it has exited 0.
+// mpirun runs the test binary as an np-rank MPI program on this host with extra environment,
+// and returns its output once it has exited 0.
 func mpirun(t *testing.T, np int, env ...string) string {
+	t.Helper()
+	return mpirunArgs(t, np, []string{"--oversubscribe", "--mca", "oob_tcp_if_include", "lo", "--mca", "btl_tcp_if_include", "lo"}, env...)
+}
+
+func mpirunArgs(t *testing.T, np int, extra []string, env ...string) string {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--allow-run-as-root", "--oversubscribe", "-np", fmt.Sprint(np),
-		"--mca", "oob_tcp_if_include", "lo", "--mca", "btl_tcp_if_include", "lo",
-		"-x", envProgram + "=1"}
+	args := append([]string{"--allow-run-as-root", "-np", fmt.Sprint(np), "-x", envProgram + "=1"}, extra...)
 	for _, kv := range env {
 		args = append(args, "-x", kv)
 	}
@@ -210,6 +221,55 @@ func TestMpirunTCP(t *testing.T) {
 	out := mpirun(t, 4, mpi.EnvDir+"="+filepath.Join(t.TempDir(), "rv"), mpi.EnvListen+"=127.0.0.1:0")
 	if !strings.Contains(out, "workers listen on [tcp]") {
 		t.Error("workers of a TCP driver do not use TCP")
+	}
+}
+
+// hostsEnv is the environment file of scripts/hosts.sh: test hosts h1..h3 in network
+// namespaces, with sshd.
+const hostsEnv = "/run/godist/hosts/env"
+
+// One rank per test host, launched over ssh: rank 0 listens on TCP on all its interfaces and
+// is advertised by its host name; the rendezvous is in $HOME/.godist/mpi, which the hosts
+// share (they share the file system).
+func TestMpirunHosts(t *testing.T) {
+	needMpirun(t)
+	b, err := os.ReadFile(hostsEnv)
+	if err != nil {
+		msg := "the test hosts are not up (" + hostsEnv + "): run scripts/hosts.sh as root"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "="); ok {
+			env[k] = strings.Trim(v, `"'`)
+		}
+	}
+	hosts := strings.Fields(env["GODIST_HOSTS"])
+	addrs := strings.Fields(env["GODIST_HOST_ADDRS"])
+	if len(hosts) < 2 || len(addrs) != len(hosts) || env["SSH_CONFIG"] == "" {
+		t.Fatalf("unexpected %s: %q", hostsEnv, b)
+	}
+	subnet := addrs[0][:strings.LastIndexByte(addrs[0], '.')] + ".0/24"
+	var hostList []string
+	for _, h := range hosts {
+		hostList = append(hostList, h+":1")
+	}
+	home := t.TempDir()
+	out := mpirunArgs(t, len(hosts), []string{"--host", strings.Join(hostList, ","),
+		"--mca", "plm_rsh_agent", "ssh -F " + env["SSH_CONFIG"],
+		"--mca", "oob_tcp_if_include", subnet, "--mca", "btl_tcp_if_include", subnet}, "HOME="+home)
+	if want := fmt.Sprintf("ranks on hosts %v", hosts); !strings.Contains(out, want) {
+		t.Errorf("no %q in the output", want)
+	}
+	if !strings.Contains(out, "workers listen on [tcp]") {
+		t.Error("ranks on other hosts do not use TCP")
+	}
+	left, _ := os.ReadDir(filepath.Join(home, ".godist", "mpi"))
+	if len(left) != 0 {
+		t.Errorf("rendezvous directory not empty after the run: %v", left)
 	}
 }
 
