@@ -122,3 +122,45 @@ func ExampleFork() {
 	// Output:
 	// [0 1 4 9] <nil> [0 1 4 9]
 }
+
+// stripe writes the task's pid into every ntasks-th element of svar1 from offset, and counts
+// its calls in the task's own storage.
+var stripe = dist.NewFunc("example.stripe", func(ctx context.Context, args []int) (int, error) {
+	t := shm.CurrentTask(ctx)
+	svar1, err := shm.TaskArray[int32](t, "svar1")
+	if err != nil {
+		return 0, err
+	}
+	offset, ntasks := args[0], args[1]
+	d := svar1.Data()
+	for x := offset; x < len(d); x += ntasks {
+		d[x] = int32(dist.Current(ctx).MyID())
+	}
+	calls, _ := t.Store["calls"].(int)
+	t.Store["calls"] = calls + 1
+	return calls + 1, nil
+})
+
+// PTools' server-task example: a segment shared by one task per worker and the caller, and a
+// call of every task with element i of each list.
+func ExampleStartTasks() {
+	ctx := context.Background()
+	c, err := dist.Start(ctx, dist.WithWorkers(2))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	h, err := shm.StartTasks(ctx, c, shm.Seg[int32]("svar1", 8), shm.Seg[uint8]("svar2", 10, 10))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer h.Stop(ctx)
+	n := h.Count()
+	offsets, counts := []int{0, 1}, []int{n, n}
+	shm.PmapTasks(ctx, h, stripe, offsets, counts)
+	calls, err := shm.PmapTasks(ctx, h, stripe, offsets, counts)
+	svar1, _ := shm.As[int32](h.Array("svar1"))
+	fmt.Println(n, calls, err, svar1.Data())
+	// Output:
+	// 2 [2 2] <nil> [2 3 2 3 2 3 2 3]
+}

@@ -5,7 +5,7 @@ import (
 	"sync"
 )
 
-// The bindings of this process: names under which BroadcastShared (and server tasks) made
+// The bindings of this process: names under which BroadcastShared (or Bind) made
 // shared arrays reachable. The interpreter (package script) binds them into its namespace, so
 // interpreter code on any process of a host sees the same array under the same name.
 var bindings = struct {
