@@ -1,7 +1,9 @@
 package ssh
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -128,4 +130,38 @@ func (m Machine) sshArgs() []string {
 	}
 	// "--" keeps a host that starts with '-' from being read as an option.
 	return append(a, "--", m.Host)
+}
+
+// ParseMachines reads a machine file in the form of Julia's --machine-file: one machine a
+// line, "[count*][user@]host[:port] [bind_addr[:port]]", where count is a positive number or
+// "auto" (default 1). Blank lines and lines starting with '#' are skipped.
+func ParseMachines(r io.Reader) ([]Machine, error) {
+	var ms []Machine
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		count := 1
+		if c, rest, ok := strings.Cut(line, "*"); ok && !strings.ContainsAny(c, " \t@") {
+			line = strings.TrimSpace(rest)
+			if c == "auto" {
+				count = Auto
+			} else if v, err := strconv.Atoi(c); err == nil && v > 0 {
+				count = v
+			} else {
+				return nil, fmt.Errorf("ssh: machine file line %d: count %q is neither a positive number nor auto", n, c)
+			}
+		}
+		m, err := ParseMachine(line, count)
+		if err != nil {
+			return nil, fmt.Errorf("ssh: machine file line %d: %w", n, err)
+		}
+		ms = append(ms, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("ssh: reading machine file: %w", err)
+	}
+	return ms, nil
 }

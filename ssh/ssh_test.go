@@ -60,6 +60,32 @@ func TestParseMachine(t *testing.T) {
 	}
 }
 
+func TestParseMachines(t *testing.T) {
+	file := `# workers
+4*alice@node1:2222 10.0.0.1:9000
+auto*node2
+
+node3
+`
+	ms, err := ssh.ParseMachines(strings.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ssh.Machine{
+		{User: "alice", Host: "node1", Port: 2222, BindAddr: "10.0.0.1", BindPort: 9000, Count: 4},
+		{Host: "node2", Count: ssh.Auto},
+		{Host: "node3", Count: 1},
+	}
+	if !slices.Equal(ms, want) {
+		t.Errorf("ParseMachines = %+v, want %+v", ms, want)
+	}
+	for _, bad := range []string{"0*node1", "x*node1", "4*", "node1 a b"} {
+		if _, err := ssh.ParseMachines(strings.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "line 1") {
+			t.Errorf("ParseMachines(%q): %v, want an error naming line 1", bad, err)
+		}
+	}
+}
+
 func machines(t *testing.T, specs map[string]int, order ...string) []ssh.Machine {
 	t.Helper()
 	var ms []ssh.Machine
