@@ -547,7 +547,7 @@ func TestMaxParallel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script := fmt.Sprintf("#!/bin/sh\nb=$(date +%%s.%%N)\nsleep 0.3\necho \"$b $(date +%%s.%%N)\" >> %s\nexec %s \"$@\"\n", log, real)
+	script := fmt.Sprintf("#!/bin/sh\nb=$(date +%%s.%%N)\nsleep 0.8\necho \"$b $(date +%%s.%%N)\" >> %s\nexec %s \"$@\"\n", log, real)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
