@@ -370,7 +370,8 @@ func (p *Process) Kill() error {
 }
 
 // Interrupt implements dist.Process: it sends SIGINT to the worker on its host, through a
-// new ssh session (at most 15s).
+// new ssh session (at most 15s), as the local manager signals a local worker. A worker whose
+// code catches SIGINT (signal.Notify) sees it; any other Go program dies of it.
 func (p *Process) Interrupt() error {
 	pid := p.RemotePid()
 	if pid <= 0 {
