@@ -11,10 +11,12 @@ import (
 type HostError struct {
 	Host     string // the machine as given: [user@]host[:port]
 	ExitCode int    // ssh's exit status (255: ssh itself failed), or -1 if it did not exit
-	Msg      string // what ssh or the remote side said on standard error, last lines first trimmed
+	Msg      string // the last lines ssh or the remote side wrote on standard error, on one line
 	Err      error  // the underlying cause when there was one (timeout, cancellation, ...)
 }
 
+// Error returns "HOST: ssh exited N: MESSAGE", or "HOST: CAUSE: MESSAGE" when ssh did not exit
+// by itself.
 func (e *HostError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Host)
