@@ -139,7 +139,8 @@ type peer struct {
 	conn    *wire.Conn
 	dialing chan struct{}
 	gone    error
-	exiting bool // driver: asked to exit by RmProcs, which reaps it
+	exiting  bool // driver: asked to exit by RmProcs, which reaps it
+	reported bool // driver: its Exited event was published
 }
 
 var (
@@ -684,7 +685,13 @@ func (c *Cluster) connClosed(st *connState, conn *wire.Conn, err error) {
 	}
 }
 
-// workerGone (driver) removes a worker that exited or whose connection broke.
+// exitGrace is how long the driver waits, once a worker's connection broke, for its process
+// to be seen ending, so that a crash is told apart from a lost connection.
+const exitGrace = 2 * time.Second
+
+// workerGone (driver) removes a worker that exited or whose connection broke. A worker the
+// driver asked to exit is reaped and reported by RmProcs; any other is reported here once its
+// process has ended, or killed and reported lost if it has not within exitGrace.
 func (c *Cluster) workerGone(pid int, cause error) {
 	c.mu.Lock()
 	p := c.peers[pid]
@@ -708,16 +715,60 @@ func (c *Cluster) workerGone(pid int, cause error) {
 	if conn != nil {
 		conn.Close()
 	}
-	if p.proc != nil && !exiting {
-		p.proc.Kill() // a worker we cannot talk to must not live on
-	}
 	c.refs.forget(pid)
 	c.broadcastPeers(peersUpdate{Remove: []int{pid}})
-	ev := Event{Kind: Exited, Pid: pid}
-	if !exiting {
-		ev.Cause = &ProcessExitedError{Pid: pid, Cause: cause}
+	if exiting {
+		return
 	}
-	c.publish(ev)
+	if p.proc == nil {
+		c.publishExit(p, Event{Kind: Exited, Pid: pid, Reason: ExitLost, Cause: &ProcessExitedError{Pid: pid, Cause: cause}})
+		return
+	}
+	report := func(wait bool) {
+		grace := exitGrace
+		if !wait {
+			grace = 0
+		}
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		timer := t.C
+		ev := Event{Kind: Exited, Pid: pid}
+		select {
+		case <-procDone(p.proc):
+			werr := p.proc.Wait()
+			ev.Reason = exitReason(werr)
+			if werr == nil {
+				werr = errors.New("exit status 0")
+			}
+			ev.Cause = &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("process ended: %w", werr)}
+		case <-timer:
+			ev.Reason = ExitLost
+			ev.Cause = &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("%w: %v", ErrConnectionLost, cause)}
+		}
+		if ev.Reason == ExitLost {
+			p.proc.Kill() // a worker we cannot talk to must not live on
+		}
+		c.publishExit(p, ev)
+	}
+	if !c.bg.add() {
+		report(false) // closing: no waiting
+		return
+	}
+	go func() {
+		defer c.bg.done()
+		report(true)
+	}()
+}
+
+// publishExit publishes a worker's Exited event, once.
+func (c *Cluster) publishExit(p *peer, ev Event) {
+	p.mu.Lock()
+	done := p.reported
+	p.reported = true
+	p.mu.Unlock()
+	if !done {
+		c.publish(ev)
+	}
 }
 
 // peersUpdate tells workers about processes that joined or left.

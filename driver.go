@@ -65,6 +65,7 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 	default:
 		return nil, fmt.Errorf("dist: unknown network %q (want unix or tcp)", cfg.network)
 	}
+	c.publish(Event{Kind: Starting, Count: n})
 	procs, lerr := m.Launch(ctx, spec)
 	var (
 		mu   sync.Mutex
@@ -74,6 +75,7 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 	)
 	if lerr != nil {
 		errs = append(errs, lerr)
+		c.publish(Event{Kind: Exited, Reason: ExitNotStarted, Cause: lerr, Count: n - len(procs)})
 	}
 	for _, p := range procs {
 		wg.Add(1)
@@ -86,6 +88,7 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 				errs = append(errs, err)
 				p.Kill()
 				p.SetPid(0)
+				c.publish(Event{Kind: Exited, Reason: ExitNotStarted, Cause: err, Count: 1})
 				return
 			}
 			pids = append(pids, pid)
@@ -113,6 +116,7 @@ func (c *Cluster) AddProcess(ctx context.Context, p Process) (int, error) {
 	if err != nil {
 		p.Kill()
 		p.SetPid(0)
+		c.publish(Event{Kind: Exited, Reason: ExitNotStarted, Cause: err, Count: 1})
 		return 0, err
 	}
 	return pid, nil
@@ -135,6 +139,7 @@ func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
 		cp.SetOutput(c.printLine)
 	}
 	network, addr := p.Addr()
+	c.publish(Event{Kind: Started, Addr: network + " " + addr})
 	conn, err := c.dial(ctx, network, addr, 0)
 	if err != nil {
 		return 0, fmt.Errorf("dist: connecting to new worker at %s: %w", addr, err)
@@ -223,7 +228,8 @@ func (c *Cluster) printLine(label, line string) {
 
 // RmProcs stops the given workers: each is asked to exit, and killed if it has not within a
 // few seconds or when ctx ends. It returns once all of them have exited. Pid 1 and pids that
-// are not workers are ignored. Only the driver may remove workers.
+// are not workers are ignored. Lifecycle subscribers see Exiting, then Exited with
+// ExitClean (or ExitCrash if it had to be killed). Only the driver may remove workers.
 func (c *Cluster) RmProcs(ctx context.Context, pids ...int) error {
 	if !c.driver {
 		return ErrNotDriver
@@ -237,23 +243,38 @@ func (c *Cluster) RmProcs(ctx context.Context, pids ...int) error {
 			continue
 		}
 		p.mu.Lock()
+		wasGone := p.gone != nil
 		p.exiting = true // its connection will close: that is not a crash
 		p.mu.Unlock()
+		if !wasGone {
+			c.publish(Event{Kind: Exiting, Pid: pid})
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c.send(ctx, pid, callHeader{Fn: fnExit}, struct{}{})
+			ev := Event{Kind: Exited, Pid: pid, Reason: ExitClean}
 			if p.proc != nil {
 				select {
 				case <-procDone(p.proc):
 				case <-time.After(5 * time.Second):
 					c.log.Warn("worker did not exit when asked; killing it", "pid", pid)
+					ev.Reason = ExitCrash
+					ev.Cause = &ProcessExitedError{Pid: pid, Cause: errors.New("did not exit within 5s when asked; killed")}
 				case <-ctx.Done():
+					ev.Reason = ExitCrash
+					ev.Cause = &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("killed: RmProcs ended before it exited: %w", ctx.Err())}
 				}
 				p.proc.Kill()
-				p.proc.Wait()
+				if werr := p.proc.Wait(); ev.Cause == nil && werr != nil {
+					ev.Reason = exitReason(werr)
+					ev.Cause = &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("asked to exit, it ended with: %w", werr)}
+				}
 			}
 			c.workerGone(pid, errors.New("removed by RmProcs"))
+			if !wasGone {
+				c.publishExit(p, ev)
+			}
 			c.mu.Lock()
 			delete(c.peers, pid)
 			c.mu.Unlock()
@@ -261,6 +282,29 @@ func (c *Cluster) RmProcs(ctx context.Context, pids ...int) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// Interrupt asks the given workers to stop what they are doing, through their managers
+// (Process.Interrupt: SIGINT for local workers, as Julia's interrupt(pids)). Pids that are
+// not live workers of this driver are reported in the error; the others are interrupted.
+func (c *Cluster) Interrupt(ctx context.Context, pids ...int) error {
+	if !c.driver {
+		return ErrNotDriver
+	}
+	var errs []error
+	for _, pid := range pids {
+		c.mu.Lock()
+		p := c.peers[pid]
+		c.mu.Unlock()
+		if p == nil || p.proc == nil || !p.alive() {
+			errs = append(errs, &ProcessExitedError{Pid: pid, Cause: errors.New("not a live worker")})
+			continue
+		}
+		if err := p.proc.Interrupt(); err != nil {
+			errs = append(errs, fmt.Errorf("dist: interrupting worker %d: %w", pid, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // realWorkers returns the worker pids without Workers' [1] fallback.

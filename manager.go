@@ -46,9 +46,49 @@ type LaunchSpec struct {
 }
 
 // A Manager starts worker processes: this binary re-executed locally, or on other machines
-// through SSH, Slurm or MPI. To write one, start each worker with its standard input and output
-// connected to this process and hand them to StartCmd, or implement Process yourself: a worker
-// reads a WorkerConfig line on stdin and prints "godist-worker VERSION NETWORK ADDRESS".
+// through SSH, Slurm or MPI. It is Julia's ClusterManager, split in two: Manager.Launch is
+// launch, and the Process values it returns are manage (kill, interrupt) for each worker.
+//
+// # Writing a manager
+//
+// Launch is called by Cluster.AddProcs with spec.Count workers to start. For each worker:
+//
+//  1. Start the driver's binary (os.Executable, copied to the host if need be) with EnvWorker
+//     set in its environment, and its standard input and output connected to this process
+//     (an ssh session, srun and mpirun all forward them). dist.Main in that process sees
+//     EnvWorker and becomes a worker.
+//  2. Give it spec.Config (adjusted: Network "tcp" and a Bind address on its host for another
+//     machine) as one JSON line on its standard input. It listens and prints one line,
+//     "godist-worker VERSION NETWORK ADDRESS", on its standard output; everything else it
+//     prints is its output, which the cluster forwards as "From worker N: ...".
+//  3. Return a Process whose Addr is that network and address.
+//
+// StartCmd does 2 and 3 for an exec.Cmd, with spec.Timeout, clear errors (naming where, with
+// what the worker printed) and output forwarding: a manager usually only builds the command
+// (ssh host exe, srun ... exe) and calls StartCmd. The cluster then connects to each address,
+// proves the cookie (spec.Config.Cookie; it never crosses the wire in clear), and gives the
+// worker its pid (Process.SetPid). A worker exits when its standard input ends, so a
+// Process whose command dies (the ssh session, srun) takes its worker with it.
+//
+// Workers that cannot be given a standard input (the ranks of an MPI job, a container started
+// by an orchestrator) call ServeWorker themselves and announce their address some other way;
+// the driver joins each with Cluster.AddProcess (package elastic does both sides).
+//
+// Launch should start workers in parallel where it can, return once every worker has printed
+// its address or failed, and obey ctx. On error it returns the processes that did start with
+// an error naming each failure ("h2: ssh exited 255: Permission denied (publickey)"), and kills
+// none of them: the cluster joins those and reports the rest.
+//
+// # Lifecycle
+//
+// After the join the cluster owns each Process: it calls Interrupt for Cluster.Interrupt,
+// Kill when the worker must end at once (it did not exit when asked, its connection broke, the
+// join failed), and watches Wait (or a Done() <-chan struct{} method, if the Process has one)
+// to learn that the worker ended. What Wait returns sets the reason subscribers see
+// (SubscribeLifecycle): nil is a clean exit, an error wrapping ErrConnectionLost a lost
+// connection (return that when the transport to the process broke and its fate is unknown),
+// any other error a crash. A Process may also implement SetOutput(OutputFunc) to receive the
+// function that forwards its worker's output.
 type Manager interface {
 	// Launch starts spec.Count workers and returns one Process for each that printed its
 	// address. On error it returns the processes that did start, and kills none of them; the
@@ -56,17 +96,24 @@ type Manager interface {
 	Launch(ctx context.Context, spec LaunchSpec) ([]Process, error)
 }
 
-// Process is one launched worker, as its manager controls it.
+// Process is one launched worker, as its manager controls it. Its methods must be safe for
+// concurrent use; Kill and Interrupt may be called after the process ended and then do
+// nothing.
 type Process interface {
-	// Addr is where the worker listens.
+	// Addr is where the worker listens, as its handshake line said.
 	Addr() (network, address string)
-	// SetPid is called once the worker has joined as pid, so that its output is labelled.
+	// SetPid is called once the worker has joined as pid, so that its output is labelled; pid
+	// 0 means it never joined (it is being killed).
 	SetPid(pid int)
-	// Kill ends the worker at once.
+	// Kill ends the worker at once (Julia's manage(:finalize) with force). For a remote
+	// worker, ending the command that carries it (the ssh session) is enough: the worker
+	// exits when its standard input ends.
 	Kill() error
-	// Interrupt asks the worker to stop what it is doing (SIGINT where it applies).
+	// Interrupt asks the worker to stop what it is doing (SIGINT where it applies; Julia's
+	// manage(:interrupt)).
 	Interrupt() error
-	// Wait blocks until the process has ended and returns why; it may be called many times.
+	// Wait blocks until the process has ended and returns why (nil: it exited successfully;
+	// see Manager for ErrConnectionLost); it may be called many times and concurrently.
 	Wait() error
 }
 

@@ -126,10 +126,16 @@ type verdict struct {
 	Error string `json:"error,omitempty"`
 }
 
-// control is a later message from the driver.
+// control is a later message: from the driver, "interrupt"; from the worker, "bye" as it
+// exits on purpose.
 type control struct {
-	Op string `json:"op"` // "interrupt"
+	Op string `json:"op"`
 }
+
+const (
+	opInterrupt = "interrupt"
+	opBye       = "bye"
+)
 
 // maxLine bounds every line of the control protocol: a stranger cannot make us buffer more.
 const maxLine = 4096
@@ -364,21 +370,28 @@ type process struct {
 	killed   bool
 }
 
-// watch reads the control connection until it ends; the worker sends nothing after its
-// announcement, so anything else is a protocol error that ends it too.
+// watch reads the control connection until it ends. The worker sends one message after its
+// announcement, "bye", as it exits on purpose; its absence tells a crash from a clean exit.
 func (p *process) watch() {
-	_, err := p.br.ReadByte()
+	line, err := readLine(p.br)
+	var m control
+	bye := err == nil && json.Unmarshal(line, &m) == nil && m.Op == opBye
+	if bye {
+		_, err = p.br.ReadByte() // then the end of the connection
+	}
 	p.nc.Close()
 	p.wmu.Lock()
 	switch {
 	case p.killed:
 		p.waitErr = errors.New("elastic: killed (control connection closed by the driver)")
+	case bye:
+		p.waitErr = nil
 	case err == nil:
-		p.waitErr = errors.New("elastic: worker broke the control protocol")
+		p.waitErr = fmt.Errorf("elastic: worker broke the control protocol (sent %q)", line)
 	case errors.Is(err, io.EOF):
-		p.waitErr = nil // it closed the connection as it exited
+		p.waitErr = errors.New("elastic: worker ended without saying goodbye (crashed or was killed)")
 	default:
-		p.waitErr = fmt.Errorf("elastic: control connection lost: %w", err)
+		p.waitErr = fmt.Errorf("%w: elastic control connection: %w", dist.ErrConnectionLost, err)
 	}
 	p.wmu.Unlock()
 	close(p.done)
@@ -408,7 +421,7 @@ func (p *process) Kill() error {
 }
 
 // Interrupt implements dist.Process: the worker raises SIGINT in itself.
-func (p *process) Interrupt() error { return p.send(control{Op: "interrupt"}) }
+func (p *process) Interrupt() error { return p.send(control{Op: opInterrupt}) }
 
 // Wait implements dist.Process.
 func (p *process) Wait() error {
@@ -482,6 +495,11 @@ func Serve(ctx context.Context, driverAddr string, opts ...Option) error {
 	if err != nil && errors.Is(err, errDriverClosed) {
 		return fmt.Errorf("%w (%s)", dist.ErrDriverLost, err)
 	}
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// Leaving on purpose: the driver reports a clean exit, not a crash.
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		writeJSON(nc, control{Op: opBye})
+	}
 	return err
 }
 
@@ -514,7 +532,7 @@ func readControl(nc net.Conn, driverAddr string) error {
 		if err := json.Unmarshal(line, &m); err != nil {
 			return fmt.Errorf("elastic: driver at %s sent a bad message: %v", driverAddr, err)
 		}
-		if m.Op == "interrupt" {
+		if m.Op == opInterrupt {
 			syscall.Kill(os.Getpid(), syscall.SIGINT)
 		}
 	}

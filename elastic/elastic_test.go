@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -37,8 +38,14 @@ func TestMain(m *testing.M) {
 		if d, err := time.ParseDuration(os.Getenv(envTimeout)); err == nil {
 			opts = append(opts, elastic.WithConnectTimeout(d))
 		}
-		err := elastic.Serve(context.Background(), addr, opts...)
+		// SIGTERM makes the worker leave on its own, as a container being stopped does.
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		err := elastic.Serve(ctx, addr, opts...)
+		stop()
 		switch {
+		case errors.Is(err, context.Canceled):
+			fmt.Println("serve: stopped")
+			os.Exit(4)
 		case err == nil:
 			fmt.Println("serve: exit requested")
 			os.Exit(0)
@@ -260,7 +267,7 @@ func TestJoinOverUnixSocket(t *testing.T) {
 	w.cmd.Process.Signal(syscall.SIGKILL)
 	select {
 	case e := <-gone:
-		if e.Pid != added[0] || e.Cause == nil || !errors.Is(e.Cause, dist.ErrProcessExited) {
+		if e.Pid != added[0] || e.Reason != dist.ExitCrash || !errors.Is(e.Cause, dist.ErrProcessExited) {
 			t.Fatalf("exit event %+v", e)
 		}
 	case <-time.After(10 * time.Second):
@@ -269,6 +276,22 @@ func TestJoinOverUnixSocket(t *testing.T) {
 	w.exit(t, 5*time.Second)
 	if n := c.NWorkers(); n != 0 {
 		t.Fatalf("%d workers after the elastic one died", n)
+	}
+
+	// One that leaves on its own, stopped as a container is, exits cleanly.
+	w = startWorker(t, ln.Addr(), c.Cookie())
+	added = joined(t, c, 1, nil)
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case e := <-gone:
+		if e.Pid != added[0] || e.Reason != dist.ExitClean || !errors.Is(e.Cause, dist.ErrProcessExited) {
+			t.Fatalf("exit event %+v (%v)", e, e.Cause)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stopped elastic worker not removed")
+	}
+	if code := w.exit(t, 5*time.Second); code != 4 {
+		t.Fatalf("stopped worker: exit %d, said %q", code, w.output())
 	}
 }
 
