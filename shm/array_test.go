@@ -491,3 +491,35 @@ func TestFailedMapIsAnError(t *testing.T) {
 		t.Fatalf("after the limit is lifted: %d, %v", v, err)
 	}
 }
+
+// TestUntypedValues: Value and SetValue, the interpreter's access to arrays it finds by name.
+func TestUntypedValues(t *testing.T) {
+	c, _ := start(t, 0)
+	ctx := ctxT(t)
+	s, err := shm.NewSharedArray[float32](ctx, c, []int{2, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	if err := shm.Bind("u", s.Array); err != nil {
+		t.Fatal(err)
+	}
+	defer shm.Unbind("u")
+	v, _ := shm.Lookup("u")
+	a := v.(*shm.Array)
+	if err := a.SetValue(3, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Value(3); err != nil || got != float32(2) || s.At(1, 1) != 2 {
+		t.Fatalf("Value(3) = %v, %v", got, err)
+	}
+	if err := a.SetValue(4, 1); err == nil {
+		t.Error("out of range accepted")
+	}
+	if err := a.SetValue(0, "x"); err == nil {
+		t.Error("a string stored in a float32 array")
+	}
+	if a.ElemType() != "float32" || a.Len() != 4 || !slices.Equal(a.Dims(), []int{2, 2}) {
+		t.Errorf("describes itself as %s %d %v", a.ElemType(), a.Len(), a.Dims())
+	}
+}
