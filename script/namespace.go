@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/godist/dist"
 	"github.com/godist/dist/shm"
@@ -62,7 +63,6 @@ type namespace struct {
 	sem    chan struct{}
 	eng    engine
 	ctx    context.Context // the context of the running evaluation, for call() inside code
-	shared []string        // shm names already bound
 	panics *panicLog
 }
 
@@ -139,47 +139,114 @@ func (n *namespace) with(ctx context.Context, f func(e engine) error) error {
 	}
 }
 
-// bindShared makes this process's named shared arrays (shm.Names) global variables of the
-// namespace, each under its name, the first time it is seen.
+// bindShared keeps the namespace's globals for this process's named shared arrays (shm.Names,
+// filled by shm.BroadcastShared) in step with the bindings: each array is a global under its
+// name. It runs before every evaluation.
 func (n *namespace) bindShared() {
-	names := shm.Names()
-	var fresh []string
-	for _, name := range names {
-		if !slices.Contains(n.shared, name) && token.IsIdentifier(name) {
-			fresh = append(fresh, name)
-		}
-	}
-	if len(fresh) == 0 {
-		return
-	}
 	y, ok := n.eng.(*yaegiEngine)
 	if !ok {
 		return
 	}
-	for _, name := range fresh {
-		if v, ok := shm.Lookup(name); ok && v != nil {
-			y.shared[name] = reflect.ValueOf(v)
-			n.shared = append(n.shared, name)
+	changed := false
+	names := shm.Names()
+	for _, name := range names {
+		if !token.IsIdentifier(name) {
+			continue
+		}
+		v, ok := shm.Lookup(name)
+		if !ok {
+			continue
+		}
+		if y.setShared(name, v) {
+			changed = true
 		}
 	}
-	y.refreshShared()
+	for name := range y.shared {
+		if !slices.Contains(names, name) && y.setShared(name, nil) {
+			changed = true
+		}
+	}
+	if changed {
+		y.refreshShared()
+	}
+}
+
+// sharedVar is a global standing for a shared array. The holder is the variable interpreted code
+// compiled against; it is updated in place, so that code compiled earlier never reads an array
+// that was unbound (and unmapped).
+type sharedVar struct {
+	handle any           // what shm.Lookup returned
+	holder reflect.Value // settable: a []T view of the array's memory, or the handle itself
+}
+
+// setShared points the global name at v (nil: unbound) and reports whether a new holder was
+// made (the package of shared globals must then be loaded again).
+func (y *yaegiEngine) setShared(name string, v any) bool {
+	cur, had := y.shared[name]
+	if had && cur.handle == v {
+		return false
+	}
+	val := sharedView(v)
+	if had {
+		if v == nil {
+			cur.holder.SetZero()
+			cur.handle = nil
+			y.shared[name] = cur
+			return false
+		}
+		if val.Type() == cur.holder.Type() {
+			cur.holder.Set(val)
+			cur.handle = v
+			y.shared[name] = cur
+			return false
+		}
+		cur.holder.SetZero() // code compiled against the old type sees an empty array
+	}
+	if v == nil {
+		return false
+	}
+	h := reflect.New(val.Type()).Elem()
+	h.Set(val)
+	y.shared[name] = sharedVar{handle: v, holder: h}
+	return true
+}
+
+// sharedView returns what interpreted code sees for a bound value: for a shared array of a
+// numeric element type mapped here, a []T over its memory (column-major, as the array stores it;
+// writes are seen by every process of the host); for anything else, the value itself.
+func sharedView(v any) reflect.Value {
+	a, ok := v.(*shm.Array)
+	if !ok {
+		return reflect.ValueOf(v)
+	}
+	t, ok := basicTypes[a.ElemType()]
+	b := a.Bytes()
+	if !ok || t.Kind() == reflect.Interface || t.Kind() == reflect.String || t.Kind() == reflect.Bool ||
+		int(t.Size()) != a.ElemSize() || b == nil || len(b) < a.Len()*a.ElemSize() {
+		return reflect.ValueOf(v)
+	}
+	if a.Len() == 0 {
+		return reflect.MakeSlice(reflect.SliceOf(t), 0, 0)
+	}
+	return reflect.SliceAt(t, unsafe.Pointer(&b[0]), a.Len())
 }
 
 // yaegiEngine is the engine over github.com/traefik/yaegi.
 type yaegiEngine struct {
 	in     *interp.Interpreter
+	runID  *uint64 // the interpreter's run counter (see run), nil if yaegi changed its layout
 	ns     *namespace
-	shared map[string]reflect.Value
+	shared map[string]sharedVar
 }
 
 func newYaegi(n *namespace) (*yaegiEngine, error) {
-	unsafe := unsafeEval()
-	in := interp.New(interp.Options{Stdout: os.Stdout, Stderr: n.panics, Unrestricted: unsafe})
+	allow := unsafeEval()
+	in := interp.New(interp.Options{Stdout: os.Stdout, Stderr: n.panics, Unrestricted: allow})
 	exports := interp.Exports{}
 	for k, f := range safeTables {
 		exports[k] = f()
 	}
-	if unsafe {
+	if allow {
 		for k, f := range unsafeTables {
 			exports[k] = f()
 		}
@@ -187,7 +254,14 @@ func newYaegi(n *namespace) (*yaegiEngine, error) {
 	if err := in.Use(exports); err != nil {
 		return nil, fmt.Errorf("script: loading symbols: %w", err)
 	}
-	y := &yaegiEngine{in: in, ns: n, shared: map[string]reflect.Value{}}
+	y := &yaegiEngine{in: in, ns: n, shared: map[string]sharedVar{}}
+	// yaegi stops a run by bumping an unexported counter, and only from its *WithContext
+	// functions, which return before the run has stopped. We bump it ourselves to be able to
+	// wait (see run); the version is pinned in go.mod, and a change of layout falls back to
+	// EvalWithContext.
+	if f := reflect.ValueOf(in).Elem().FieldByName("id"); f.IsValid() && f.Kind() == reflect.Uint64 {
+		y.runID = (*uint64)(unsafe.Pointer(f.UnsafeAddr()))
+	}
 	if err := in.Use(interp.Exports{"godist/godist": y.builtins(), "godist/sow/sow": {"V": reflect.ValueOf(new(any)).Elem()}}); err != nil {
 		return nil, fmt.Errorf("script: loading builtins: %w", err)
 	}
@@ -203,7 +277,7 @@ func newYaegi(n *namespace) (*yaegiEngine, error) {
 func (y *yaegiEngine) eval(ctx context.Context, code string) (reflect.Value, error) {
 	decl, src, off := classify(code)
 	y.ns.panics.start()
-	v, err := y.in.EvalWithContext(ctx, src)
+	v, err := y.run(ctx, src)
 	if err != nil {
 		return v, y.ns.panics.wrap(err, code, off)
 	}
@@ -214,6 +288,35 @@ func (y *yaegiEngine) eval(ctx context.Context, code string) (reflect.Value, err
 	return v, nil
 }
 
+// run compiles and executes src. On cancellation it stops the code and, unlike yaegi's
+// EvalWithContext, waits until the code has really stopped: top-level code runs in the
+// interpreter's global frame, and the next evaluation would re-arm a stopped run that had not yet
+// noticed its stop, leaving it running alongside. Interpreted loops stop at their next step; a
+// compiled call (time.Sleep) runs to its end first, and the namespace stays busy until then.
+func (y *yaegiEngine) run(ctx context.Context, src string) (reflect.Value, error) {
+	if y.runID == nil {
+		return y.in.EvalWithContext(ctx, src) // cannot stop a run ourselves: yaegi's way
+	}
+	prog, err := y.in.Compile(src)
+	if err != nil {
+		return reflect.Value{}, err
+	}
+	var v reflect.Value
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v, err = y.in.Execute(prog) // recovers panics of the code into interp.Panic
+	}()
+	select {
+	case <-done:
+		return v, err
+	case <-ctx.Done():
+		atomic.AddUint64(y.runID, 1) // what yaegi's stop does: every frame checks it at each step
+		<-done
+		return reflect.Value{}, ctx.Err()
+	}
+}
+
 func (y *yaegiEngine) globals() map[string]reflect.Value { return y.in.Globals() }
 
 func (y *yaegiEngine) bind(v reflect.Value) error {
@@ -222,21 +325,19 @@ func (y *yaegiEngine) bind(v reflect.Value) error {
 	return y.in.Use(interp.Exports{"godist/sow/sow": {"V": h}})
 }
 
-// refreshShared exposes y.shared as package godist/shared, dot-imported, so that each array is
-// a global under its own name.
+// refreshShared exposes the holders of y.shared as package godist/bound, dot-imported, so that
+// each array is a global under its own name.
 func (y *yaegiEngine) refreshShared() {
 	syms := map[string]reflect.Value{}
-	for name, v := range y.shared {
-		h := reflect.New(v.Type()).Elem()
-		h.Set(v)
-		syms[name] = h
+	for name, sv := range y.shared {
+		syms[name] = sv.holder
 	}
-	if err := y.in.Use(interp.Exports{"godist/shared/shared": syms}); err != nil {
+	if err := y.in.Use(interp.Exports{"godist/bound/bound": syms}); err != nil {
 		return
 	}
 	// A second import of the same package is refused as a redeclaration, but the new
 	// symbols are visible anyway: yaegi resolves dot-imported names at each compilation.
-	y.in.Eval(`import . "godist/shared"`)
+	y.in.Eval(`import . "godist/bound"`)
 }
 
 // builtins are the cluster functions in scope in every namespace.
@@ -272,7 +373,7 @@ func (y *yaegiEngine) builtins() map[string]reflect.Value {
 			if err != nil {
 				panic(err)
 			}
-			return v
+			return plain(v)
 		}),
 		// callat runs a registered function on process pid (remotecall_fetch).
 		"callat": reflect.ValueOf(func(pid int, name string, args ...any) any {
@@ -280,7 +381,7 @@ func (y *yaegiEngine) builtins() map[string]reflect.Value {
 			if err != nil {
 				panic(err)
 			}
-			return v
+			return plain(v)
 		}),
 		// funcs lists the registered functions' names.
 		"funcs": reflect.ValueOf(dist.RegisteredFuncs),
@@ -290,6 +391,31 @@ func (y *yaegiEngine) builtins() map[string]reflect.Value {
 			return v
 		}),
 	}
+}
+
+// plain turns the integers of a generically decoded result (uint64, int64) into int where they
+// fit, the type an interpreted integer literal has, so that results compare and print as code
+// expects.
+func plain(v any) any {
+	switch x := v.(type) {
+	case uint64:
+		if x <= 1<<62 {
+			return int(x)
+		}
+	case int64:
+		return int(x)
+	case []any:
+		for i := range x {
+			x[i] = plain(x[i])
+		}
+	case map[any]any:
+		out := make(map[any]any, len(x))
+		for k, e := range x {
+			out[plain(k)] = plain(e)
+		}
+		return out
+	}
+	return v
 }
 
 // classify tells how yaegi will take code: as declarations (evaluated as a file, no value) or

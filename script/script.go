@@ -352,6 +352,14 @@ func assign(ctx context.Context, e engine, target string, v reflect.Value) error
 		if err := e.bind(v); err != nil {
 			return err
 		}
+		// The variable is declared with its type written out when it can be: yaegi treats a
+		// variable typed from a compiled value differently, and loses some assignments into
+		// it (m[k] = 2*k into a map[int]any does nothing).
+		if desc, err := typeDesc(v.Type(), 0); err == nil && desc != "any" {
+			if _, err := e.eval(ctx, "var "+id.Name+" "+desc+" = sow.V"); err == nil {
+				return nil
+			}
+		}
 		_, err := e.eval(ctx, "var "+id.Name+" = sow.V")
 		return err
 	}

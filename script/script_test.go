@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godist/dist"
 	"github.com/godist/dist/disttest"
 	"github.com/godist/dist/script"
 )
@@ -111,3 +112,12 @@ func TestErrorsNamePidAndPosition(t *testing.T) {
 		t.Fatalf("after errors: %v %v", got, err)
 	}
 }
+
+func evalOK(t *testing.T, ctx context.Context, c *dist.Cluster, pids []int, code string) error {
+	t.Helper()
+	_, err := script.Eval(ctx, c, pids, code)
+	return err
+}
+
+// square is a compiled function that interpreted code calls by name.
+var square = dist.NewFunc("script_test.square", func(ctx context.Context, x int) (int, error) { return x * x, nil })

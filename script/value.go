@@ -552,6 +552,13 @@ func raise(v reflect.Value, depth int) error {
 			}
 		case int64:
 			v.Set(reflect.ValueOf(int(x)))
+		case bool, string, float64, []byte:
+			// plain CBOR in an interface slot: only hostile or hand-made input has it there, and
+			// it is harmless.
+		default:
+			// A tag we do not know (big numbers, …) or a generic container: lower never writes
+			// those, and they would not survive another round trip.
+			return fmt.Errorf("script: unexpected %T in an interface value", x)
 		}
 	case reflect.Pointer:
 		if !v.IsNil() {
