@@ -726,10 +726,15 @@ func (a *Array) Release() { a.st.release() }
 func (a *Array) Same(b *Array) bool { return a != nil && b != nil && a.md.token == b.md.token }
 
 // contents returns a copy of the array's bytes from this process or, where it is not local,
-// from a process on its host.
-func (a *Array) contents(ctx context.Context) ([]byte, error) {
+// from a process on its host: all of them, or only the elements at the linear indices idx
+// (in that order) when idx is not nil.
+func (a *Array) contents(ctx context.Context, idx []int) ([]byte, error) {
+	want := a.md.bytes()
+	if idx != nil {
+		want = len(idx) * a.md.elemSize
+	}
 	if b := a.Bytes(); b != nil {
-		return bytes.Clone(b), nil
+		return pick(b, a.md.elemSize, idx)
 	}
 	c := a.st.c
 	if c == nil {
@@ -743,10 +748,10 @@ func (a *Array) contents(ctx context.Context) ([]byte, error) {
 		if p == c.MyID() {
 			continue
 		}
-		b, err := contentsFunc.Call(ctx, c, p, contentsReq{Token: []byte(a.md.token), Size: a.md.bytes()})
+		b, err := contentsFunc.Call(ctx, c, p, contentsReq{Token: []byte(a.md.token), Size: a.md.bytes(), ElemSize: a.md.elemSize, Idx: idx})
 		if err == nil {
-			if len(b) != a.md.bytes() {
-				return nil, fmt.Errorf("shm: contents from process %d: %d bytes, want %d", p, len(b), a.md.bytes())
+			if len(b) != want {
+				return nil, fmt.Errorf("shm: contents from process %d: %d bytes, want %d", p, len(b), want)
 			}
 			return b, nil
 		}
@@ -758,13 +763,31 @@ func (a *Array) contents(ctx context.Context) ([]byte, error) {
 	return nil, fmt.Errorf("shm: contents of the array on %s: %w", a.md.host, errors.Join(errs...))
 }
 
-type contentsReq struct {
-	_     struct{} `cbor:",toarray"`
-	Token []byte
-	Size  int
+// pick copies the elements of b (each size bytes) at idx, or all of b when idx is nil.
+func pick(b []byte, size int, idx []int) ([]byte, error) {
+	if idx == nil {
+		return bytes.Clone(b), nil
+	}
+	out := make([]byte, 0, len(idx)*size)
+	for _, i := range idx {
+		if i < 0 || (i+1)*size > len(b) {
+			return nil, fmt.Errorf("shm: contents: element %d out of range", i)
+		}
+		out = append(out, b[i*size:(i+1)*size]...)
+	}
+	return out, nil
 }
 
-// contentsFunc answers with a copy of an array this process maps (for printing elsewhere).
+type contentsReq struct {
+	_        struct{} `cbor:",toarray"`
+	Token    []byte
+	Size     int
+	ElemSize int
+	Idx      []int // nil: every element
+}
+
+// contentsFunc answers with a copy of an array this process maps, or of some of its elements
+// (for printing elsewhere).
 var contentsFunc = dist.NewFunc("godist.shm.contents", func(ctx context.Context, r contentsReq) ([]byte, error) {
 	mappings.Lock()
 	m := mappings.m[string(r.Token)]
@@ -777,8 +800,8 @@ var contentsFunc = dist.NewFunc("godist.shm.contents", func(ctx context.Context,
 	}
 	defer m.put()
 	b := m.seg.Bytes()
-	if r.Size < 0 || r.Size > len(b) {
+	if r.Size < 0 || r.Size > len(b) || r.ElemSize <= 0 {
 		return nil, fmt.Errorf("shm: contents: %d bytes asked of a %d-byte segment", r.Size, len(b))
 	}
-	return bytes.Clone(b[:r.Size]), nil
+	return pick(b[:r.Size], r.ElemSize, r.Idx)
 })

@@ -359,6 +359,19 @@ func TestRemoteHost(t *testing.T) {
 	if !strings.Contains(s.Array.String(), "  2  3\n  2  3") {
 		t.Errorf("untyped print\n%s", s.Array.String())
 	}
+	// A big one prints its corners, fetched alone, as a process on its host prints it.
+	big, err := shm.NewSharedArray[int64](ctx, c, []int{30, 40, 8}, shm.WithPids(2, 3), shm.WithInit(fillMine))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Release()
+	there, err := printed.Call(ctx, c, 2, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if here := big.String(); here != there || here != big.Array.String() || !strings.Contains(here, "⋮") || !strings.Contains(here, "…") {
+		t.Errorf("printed here\n%s\nthere\n%s\nuntyped\n%s", here, there, big.Array.String())
+	}
 }
 
 func TestFileBacked(t *testing.T) {

@@ -141,19 +141,22 @@ func (s *SharedArray[T]) Format(f fmt.State, verb rune) {
 	if verb != 'v' && verb != 's' {
 		spec = fmt.FormatString(f, verb)
 	}
-	data := s.Data()
 	var b strings.Builder
-	if data == nil && s.md.length > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), fetchForPrint)
-		defer cancel()
-		var err error
-		data, err = s.Fetch(ctx)
-		if err != nil {
-			fmt.Fprintf(f, "%s: <contents unavailable: %v>", s.header(), err)
-			return
-		}
+	if data := s.Data(); data != nil || s.md.length == 0 {
+		render(&b, s.header(), s.md.dims, func(i int) string { return fmt.Sprintf(spec, data[i]) })
+		f.Write([]byte(b.String()))
+		return
 	}
-	render(&b, s.header(), s.md.dims, func(i int) string { return fmt.Sprintf(spec, data[i]) })
+	get, err := s.shown()
+	if err != nil {
+		fmt.Fprintf(f, "%s: <contents unavailable: %v>", s.header(), err)
+		return
+	}
+	render(&b, s.header(), s.md.dims, func(i int) string {
+		var v T
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&v)), s.md.elemSize), get(i))
+		return fmt.Sprintf(spec, v)
+	})
 	f.Write([]byte(b.String()))
 }
 
@@ -163,25 +166,49 @@ func (a *Array) String() string {
 	if a == nil || a.md == nil {
 		return "<nil Array>"
 	}
-	var b []byte
+	get := func(int) []byte { return nil }
 	if a.md.length > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), fetchForPrint)
-		defer cancel()
 		var err error
-		if b, err = a.contents(ctx); err != nil {
+		if get, err = a.shown(); err != nil {
 			return fmt.Sprintf("%s: <contents unavailable: %v>", a.header(), err)
 		}
 	}
 	es := a.md.elemSize
-	elem := func(i int) string { return fmt.Sprintf("%x", b[i*es:(i+1)*es]) }
-	if t, ok := types.Load(a.md.elem); ok && t.(reflect.Type).Size() == uintptr(es) && len(b) > 0 {
-		t := t.(reflect.Type)
-		base := unsafe.Pointer(unsafe.SliceData(b))
+	elem := func(i int) string { return fmt.Sprintf("%x", get(i)) }
+	if t, err := a.elemType(); err == nil {
 		elem = func(i int) string {
-			return fmt.Sprint(reflect.NewAt(t, unsafe.Add(base, i*es)).Elem().Interface())
+			p := reflect.New(t)
+			copy(unsafe.Slice((*byte)(p.UnsafePointer()), es), get(i))
+			return fmt.Sprint(p.Elem().Interface())
 		}
 	}
 	var sb strings.Builder
 	render(&sb, a.header(), a.md.dims, elem)
 	return sb.String()
+}
+
+// shown gets the bytes of the elements a print shows (every element of a small array, the
+// corners of a big one): from this process's mapping, or fetched from the array's host in one
+// call. The returned function gives the bytes of element i.
+func (a *Array) shown() (func(i int) []byte, error) {
+	var idx []int
+	render(new(strings.Builder), "", a.md.dims, func(i int) string { idx = append(idx, i); return "" })
+	if len(idx) == a.md.length {
+		idx = nil // everything: no list to send
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), fetchForPrint)
+	defer cancel()
+	b, err := a.contents(ctx, idx)
+	if err != nil {
+		return nil, err
+	}
+	es := a.md.elemSize
+	if idx == nil {
+		return func(i int) []byte { return b[i*es : (i+1)*es] }, nil
+	}
+	at := make(map[int]int, len(idx))
+	for k, i := range idx {
+		at[i] = k
+	}
+	return func(i int) []byte { k := at[i]; return b[k*es : (k+1)*es] }, nil
 }

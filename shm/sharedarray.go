@@ -410,7 +410,7 @@ func (a *Array) LocalIndicesOf(pid int) Range {
 // Fetch returns a copy of the elements, from this process's mapping or, elsewhere, from a
 // process on the array's host.
 func (s *SharedArray[T]) Fetch(ctx context.Context) ([]T, error) {
-	b, err := s.contents(ctx)
+	b, err := s.contents(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
