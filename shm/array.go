@@ -249,16 +249,28 @@ type ownedEntry struct {
 	m      *mapping
 }
 
-// watched holds, per cluster with owned arrays, the unsubscribe function of the watcher that
-// frees them once every other process has left: the weight those held can never come back.
-var watched = map[*dist.Cluster]func(){} // guarded by owned
+// watches records the clusters whose membership is watched: when every process but this one
+// has left, the weight the others held can never come back, so owned arrays that only local
+// handles still hold are freed as those go. One subscription per cluster, for its lifetime.
+var watches sync.Map // *dist.Cluster -> struct{}
 
-// watchLocked makes sure c's membership is watched.
-func watchLocked(c *dist.Cluster) {
-	if c == nil || watched[c] != nil {
+// watch subscribes to c's membership once. It must be called with no lock of this package
+// held: events are delivered under the cluster's subscribers' lock, and the handler takes owned.
+func watch(c *dist.Cluster) {
+	if c == nil {
 		return
 	}
-	watched[c] = c.Subscribe(func(e dist.Event) {
+	if _, loaded := watches.LoadOrStore(c, struct{}{}); loaded {
+		return
+	}
+	cur := dist.Current(context.Background())
+	watches.Range(func(k, _ any) bool {
+		if k != cur && k != c {
+			watches.Delete(k) // a closed cluster: its subscriptions went with it
+		}
+		return true
+	})
+	c.Subscribe(func(e dist.Event) {
 		if e.Kind != dist.Exited || len(c.Procs()) > 1 {
 			return
 		}
@@ -274,25 +286,11 @@ func watchLocked(c *dist.Cluster) {
 				free = append(free, o.m)
 			}
 		}
-		unwatchLocked(c)
 		owned.Unlock()
 		for _, m := range free {
 			m.put()
 		}
 	})
-}
-
-// unwatchLocked stops watching c if no owned array belongs to it any more.
-func unwatchLocked(c *dist.Cluster) {
-	for _, o := range owned.m {
-		if o.c == c {
-			return
-		}
-	}
-	if u := watched[c]; u != nil {
-		delete(watched, c)
-		go u() // not here: the event handler runs under the subscribers' lock
-	}
 }
 
 // ownerLocal adds delta to the weight that handles in this process hold of an owned array.
@@ -328,7 +326,6 @@ func purgeClosedLocked() []*mapping {
 		if e.c != cur {
 			delete(owned.m, k)
 			drop = append(drop, e.m)
-			delete(watched, e.c) // its subscribers went with it
 		}
 	}
 	return drop
@@ -348,7 +345,6 @@ func ownerDrop(num uint64, token string, w int64, local bool) {
 	done := e.weight <= 0
 	if done {
 		delete(owned.m, num)
-		unwatchLocked(e.c)
 	}
 	owned.Unlock()
 	if done {
@@ -460,8 +456,8 @@ func newOwned(c *dist.Cluster, dims []int, elem string, elemSize int, pids []int
 	owned.Lock()
 	stale := purgeClosedLocked()
 	owned.m[md.num] = &ownedEntry{c: c, token: md.token, weight: initialWeight, m: m}
-	watchLocked(c)
 	owned.Unlock()
+	watch(c)
 	for _, s := range stale {
 		s.put()
 	}
