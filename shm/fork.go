@@ -26,10 +26,12 @@ type ForkError struct {
 	Err   error // what went wrong: the function's error, or how the child ended
 }
 
+// Error says which child failed and how.
 func (e *ForkError) Error() string {
 	return fmt.Sprintf("shm: fork child %d (os pid %d): %v", e.Index, e.OSPid, e.Err)
 }
 
+// Unwrap returns the cause, for errors.Is and errors.As.
 func (e *ForkError) Unwrap() error { return e.Err }
 
 // forkSpec is what a child reads on its standard input.
