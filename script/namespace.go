@@ -56,9 +56,8 @@ func AllowUnsafe() { unsafeAllowed.Store(true) }
 
 func unsafeEval() bool { return unsafeAllowed.Load() || os.Getenv(EnvUnsafe) == "1" }
 
-// namespace is this process's interpreter state. sem (capacity 1) serialises evaluations and
-// is released by the goroutine that runs one, not by the caller, so that a caller that stops
-// waiting (its context was cancelled) never lets a second evaluation overlap the first.
+// namespace is this process's interpreter state. sem (capacity 1) serialises evaluations; a
+// caller waits for it only as long as its context allows.
 type namespace struct {
 	sem    chan struct{}
 	eng    engine
@@ -101,41 +100,49 @@ func (n *namespace) lock(ctx context.Context) error {
 
 func (n *namespace) unlock() { <-n.sem }
 
-// with runs f with the namespace locked and its engine created, in a goroutine of its own that
-// recovers panics. The caller waits for f or ctx, whichever ends first; f keeps the lock until it
-// returns.
-func (n *namespace) with(ctx context.Context, f func(e engine) error) error {
+// with runs f with the namespace locked and its engine created, in the caller's goroutine
+// (a remote call's handler: no hand-off to another goroutine, which costs a cross-CPU wake-up),
+// turning a panic into an error. Callers in this process that must stop waiting on
+// cancellation run it in a goroutine of their own (see local).
+func (n *namespace) with(ctx context.Context, f func(e engine) error) (err error) {
 	if err := n.lock(ctx); err != nil {
 		return err
 	}
-	done := make(chan error, 1)
-	go func() {
-		defer n.unlock()
-		var err error
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					err = &EvalError{Kind: KindPanic, Msg: fmt.Sprint(p), Stack: string(debug.Stack())}
-				}
-			}()
-			if n.eng == nil {
-				n.eng, err = newYaegi(n)
-				if err != nil {
-					return
-				}
-			}
-			n.ctx = ctx
-			n.bindShared()
-			err = f(n.eng)
-		}()
+	defer func() {
+		if p := recover(); p != nil {
+			err = &EvalError{Kind: KindPanic, Msg: fmt.Sprint(p), Stack: string(debug.Stack())}
+		}
 		n.ctx = nil
-		done <- err
+		n.unlock()
+	}()
+	if n.eng == nil {
+		if n.eng, err = newYaegi(n); err != nil {
+			return err
+		}
+	}
+	n.ctx = ctx
+	n.bindShared()
+	return f(n.eng)
+}
+
+// local runs f in a goroutine and waits for it or for ctx: a caller in this process stops
+// waiting when ctx ends, while the evaluation finishes (or stops) on its own.
+func local[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type res struct {
+		v   T
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		v, err := f()
+		ch <- res{v, err}
 	}()
 	select {
-	case err := <-done:
-		return err
+	case r := <-ch:
+		return r.v, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		var zero T
+		return zero, ctx.Err()
 	}
 }
 
@@ -275,6 +282,12 @@ func newYaegi(n *namespace) (*yaegiEngine, error) {
 }
 
 func (y *yaegiEngine) eval(ctx context.Context, code string) (reflect.Value, error) {
+	if name := strings.TrimSpace(code); token.IsIdentifier(name) {
+		// Reaping a global is the common case: read it without compiling anything.
+		if v, ok := y.in.Globals()[name]; ok {
+			return v, nil
+		}
+	}
 	decl, src, off := classify(code)
 	y.ns.panics.start()
 	v, err := y.run(ctx, src)
@@ -288,11 +301,13 @@ func (y *yaegiEngine) eval(ctx context.Context, code string) (reflect.Value, err
 	return v, nil
 }
 
-// run compiles and executes src. On cancellation it stops the code and, unlike yaegi's
-// EvalWithContext, waits until the code has really stopped: top-level code runs in the
-// interpreter's global frame, and the next evaluation would re-arm a stopped run that had not yet
-// noticed its stop, leaving it running alongside. Interpreted loops stop at their next step; a
-// compiled call (time.Sleep) runs to its end first, and the namespace stays busy until then.
+// run compiles and executes src in the caller's goroutine. Cancelling ctx stops the code:
+// yaegi's EvalWithContext would run it in a goroutine of its own and return before it has
+// stopped; top-level code runs in the interpreter's global frame, and the next evaluation would
+// re-arm a stopped run that had not yet noticed its stop, leaving it running alongside. So we
+// bump yaegi's run counter ourselves (what its stop does; every frame checks it at each step)
+// and return once the code has really stopped. Interpreted loops stop at their next step; a
+// compiled call (time.Sleep) runs to its end first.
 func (y *yaegiEngine) run(ctx context.Context, src string) (reflect.Value, error) {
 	if y.runID == nil {
 		return y.in.EvalWithContext(ctx, src) // cannot stop a run ourselves: yaegi's way
@@ -301,20 +316,17 @@ func (y *yaegiEngine) run(ctx context.Context, src string) (reflect.Value, error
 	if err != nil {
 		return reflect.Value{}, err
 	}
-	var v reflect.Value
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		v, err = y.in.Execute(prog) // recovers panics of the code into interp.Panic
-	}()
-	select {
-	case <-done:
-		return v, err
-	case <-ctx.Done():
-		atomic.AddUint64(y.runID, 1) // what yaegi's stop does: every frame checks it at each step
-		<-done
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		atomic.AddUint64(y.runID, 1)
+		close(stopped)
+	})
+	v, err := y.in.Execute(prog) // recovers panics of the code into interp.Panic
+	if !stop() {
+		<-stopped
 		return reflect.Value{}, ctx.Err()
 	}
+	return v, err
 }
 
 func (y *yaegiEngine) globals() map[string]reflect.Value { return y.in.Globals() }

@@ -111,9 +111,26 @@ var sowFn = dist.NewFunc("script.sow", func(ctx context.Context, r sowReq) (repl
 	return finish(ctx, nil, err)
 })
 
-// call runs op on every pid concurrently and returns the values by pid. Like dist's Func.On, the
+// call runs f on every pid concurrently and returns the values by pid. Like dist's Func.On, the
 // error, if any, is the failure of the lowest pid, and the map holds the results that arrived.
+// It stops waiting when ctx ends, also for a pid that is this process (whose evaluation runs
+// here, in a goroutine of its own).
 func call[In any](ctx context.Context, c *dist.Cluster, pids []int, f *dist.Func[In, reply], in func(pid int) In) (map[int]*Value, error) {
+	one := func(p int) (*Value, error) {
+		r, err := f.Call(ctx, c, p, in(p))
+		if err == nil && r.Err != nil {
+			err = r.Err
+		}
+		return r.Val, err
+	}
+	if len(pids) == 1 && pids[0] != c.MyID() && pids[0] != dist.Any {
+		// A remote call returns on cancellation by itself; no goroutine hop needed.
+		v, err := one(pids[0])
+		if err != nil {
+			return map[int]*Value{}, err
+		}
+		return map[int]*Value{pids[0]: v}, nil
+	}
 	type res struct {
 		pid int
 		val *Value
@@ -122,24 +139,25 @@ func call[In any](ctx context.Context, c *dist.Cluster, pids []int, f *dist.Func
 	ch := make(chan res, len(pids))
 	for _, p := range pids {
 		go func() {
-			r, err := f.Call(ctx, c, p, in(p))
-			if err == nil && r.Err != nil {
-				err = r.Err
-			}
-			ch <- res{p, r.Val, err}
+			v, err := one(p)
+			ch <- res{p, v, err}
 		}()
 	}
 	out := make(map[int]*Value, len(pids))
 	var first *res
 	for range pids {
-		r := <-ch
-		if r.err != nil {
-			if first == nil || r.pid < first.pid {
-				first = &r
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				if first == nil || r.pid < first.pid {
+					first = &r
+				}
+				continue
 			}
-			continue
+			out[r.pid] = r.val
+		case <-ctx.Done():
+			return out, ctx.Err()
 		}
-		out[r.pid] = r.val
 	}
 	if first != nil {
 		return out, first.err
@@ -321,21 +339,23 @@ func stitch(m map[int]any) any {
 // the restrictions of crossing processes (a function value, a channel): for a REPL or a program
 // running on the driver. It returns nil for code without a value.
 func EvalLocal(ctx context.Context, code string) (any, error) {
-	var out any
-	err := current().with(ctx, func(e engine) error {
-		v, err := e.eval(ctx, code)
-		if err != nil || !v.IsValid() {
-			return err
+	return local(ctx, func() (any, error) {
+		var out any
+		err := current().with(ctx, func(e engine) error {
+			v, err := e.eval(ctx, code)
+			if err != nil || !v.IsValid() {
+				return err
+			}
+			if v.CanInterface() {
+				out = v.Interface()
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, evalErrorOf(myPid(ctx), err)
 		}
-		if v.CanInterface() {
-			out = v.Interface()
-		}
-		return nil
+		return out, err
 	})
-	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		return nil, evalErrorOf(myPid(ctx), err)
-	}
-	return out, err
 }
 
 // assign stores v into target in namespace e (Sow's rules).

@@ -199,6 +199,12 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 		run   func(context.Context) error
 	}{
 		{[]string{"call.p50_us", "call.p99_us"}, r.callLatency},
+		{[]string{"reap.p50_us"}, func(ctx context.Context) error {
+			if _, err := r.baseline(ctx, "raw.unix.pingpong_p50_us"); err != nil {
+				return err
+			}
+			return ScriptFigures(ctx, r.c, r.opt.Quick, r.emitSelected)
+		}},
 		{[]string{"call.async_per_s"}, r.asyncCalls},
 		{[]string{"send.mb_per_s", "fetch.mb_per_s"}, r.bulk},
 		{[]string{"channel.roundtrip_us"}, r.channel},
