@@ -2,6 +2,8 @@
 //
 //	godist bench [-json] [PREFIX...]   measure latency, throughput, startup and memory
 //	godist run [-p N] EXAMPLE [ARGS]   run a built-in example on a local cluster of N workers
+//	godist run [-p N] FILE.go [ARGS]   load a Go script on every process, run its main on the driver
+//	godist repl [-p N] [-L FILE.go]    interactive Go on a local cluster (sow, reap, stitch, …)
 //	godist shm ls|clean                list or clean up named shared-memory segments
 //	godist version
 package main
@@ -31,6 +33,10 @@ func usage() {
 commands:
   run [-p N] EXAMPLE [ARGS]   run a built-in example on a local cluster of N workers
                               (examples: `+exampleNames()+`)
+  run [-p N] FILE.go [ARGS]   load a Go script's declarations on every process (Julia's
+                              julia -p N -L FILE), then run its main on the driver
+  repl [-p N] [-L FILE.go]    an interactive Go prompt on the driver of a local cluster,
+                              with commands to run code on workers (:help inside)
   bench [-json] [-quick] [PREFIX...]
                               measure godist beside raw socket baselines; with prefixes,
                               only the figures whose names start with one of them
@@ -74,6 +80,8 @@ func run(args []string) int {
 		return 0
 	case "run":
 		return runExample(ctx, args[1:])
+	case "repl":
+		return runRepl(ctx, args[1:])
 	case "shm":
 		return runShm(args[1:], os.Stdout)
 	case "version":
