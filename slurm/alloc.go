@@ -31,8 +31,22 @@ type allocation struct {
 	done  chan struct{} // salloc has exited
 	err   error         // its exit status, once done
 
-	mu     sync.Mutex
-	stderr []string // salloc's messages, for errors
+	mu      sync.Mutex
+	stderr  []string    // salloc's messages, for errors
+	revoked bool        // Slurm ended the job (scancel, time limit)
+	reaper  *time.Timer // kills a salloc that outlives its revoked job
+}
+
+// gone reports whether the allocation has ended or been revoked.
+func (a *allocation) gone() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.revoked
 }
 
 func (a *allocation) said() string {
@@ -99,7 +113,7 @@ func (m *Manager) allocate(ctx context.Context, count int) (*allocation, error) 
 			// scancel or the time limit: salloc says so but waits for its command, which
 			// waits for our pipe.
 			if strings.Contains(sc.Text(), "has been revoked") {
-				a.stdin.Close()
+				a.onRevoked()
 			}
 			a.mu.Lock()
 			a.stderr = append(a.stderr, sc.Text())
@@ -152,6 +166,27 @@ func (m *Manager) allocate(ctx context.Context, count int) (*allocation, error) 
 	return a, nil
 }
 
+// onRevoked ends the holder of a job Slurm ended. salloc waits for its command, so the pipe
+// is closed; and since salloc 22.05 sometimes spins at 100% CPU instead of exiting when its
+// command ends around the revocation (seen here about one time in ten, deaf to SIGTERM), a
+// salloc still there a few seconds later is killed: there is nothing left for it to release.
+func (a *allocation) onRevoked() {
+	a.stdin.Close()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.revoked {
+		return
+	}
+	a.revoked = true
+	a.reaper = time.AfterFunc(3*time.Second, func() {
+		select {
+		case <-a.done:
+		default:
+			syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+		}
+	})
+}
+
 // release ends the allocation: closing the holder's pipe ends its command, after which salloc
 // relinquishes the job. If salloc is stuck, the job is cancelled and salloc killed.
 func (a *allocation) release() error {
@@ -160,6 +195,11 @@ func (a *allocation) release() error {
 	case <-a.done:
 		return nil
 	case <-time.After(10 * time.Second):
+	}
+	if a.gone() {
+		// Revoked: the reaper kills salloc if it hangs; nothing is held any more.
+		<-a.done
+		return nil
 	}
 	if a.slots.job != "" {
 		run(context.Background(), "scancel", a.slots.job)

@@ -519,9 +519,7 @@ func (m *Manager) Jobs() []string {
 	defer m.mu.Unlock()
 	var ids []string
 	for _, a := range m.allocs {
-		select {
-		case <-a.done:
-		default:
+		if !a.gone() {
 			ids = append(ids, a.slots.job)
 		}
 	}

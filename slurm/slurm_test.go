@@ -636,3 +636,47 @@ func orphanDriver() int {
 	time.Sleep(time.Minute) // killed by the test before that
 	return 1
 }
+
+// WithJob starts workers in an allocation made by someone else (here salloc --no-shell), which
+// the manager leaves alone when it closes.
+func TestWithJob(t *testing.T) {
+	needSlurm(t)
+	out, err := exec.Command("salloc", "--no-shell", "--ntasks=2", "--time=5", "--job-name=godist-test").CombinedOutput()
+	if err != nil {
+		t.Fatalf("salloc: %v: %s", err, out)
+	}
+	var job string
+	for _, f := range strings.Fields(string(out)) {
+		if _, err := strconv.Atoi(f); err == nil {
+			job = f
+		}
+	}
+	if job == "" {
+		t.Fatalf("no job id in %q", out)
+	}
+	defer exec.Command("scancel", job).Run()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m := slurm.New(slurm.WithJob(job))
+	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(2), dist.WithOutput(&disttest.Output{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := checkCluster(ctx, c, job, 2); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Jobs()) != 0 {
+		t.Errorf("the manager counts job %v as its own", m.Jobs())
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(squeue(t, "--states=RUNNING"), job) {
+		t.Errorf("job %s ended with the manager", job)
+	}
+	eventually(t, 20*time.Second, "steps ended", func() bool { return len(squeue(t, "--steps", "--jobs="+job)) == 0 })
+}
