@@ -93,8 +93,8 @@ func metaOf(w *arrayWire) (*meta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shm: array handle: %w", err)
 	}
-	if w.ElemSize <= 0 || w.Owner <= 0 {
-		return nil, errors.New("shm: array handle: bad element size or owner")
+	if w.ElemSize <= 0 || w.ElemSize > 1<<20 || w.Owner <= 0 || n > (1<<50)/w.ElemSize {
+		return nil, errors.New("shm: array handle: bad element size, owner or size")
 	}
 	return &meta{owner: w.Owner, num: w.Num, token: string(w.Token), dims: slices.Clone(w.Dims), length: n,
 		elem: w.Elem, elemSize: w.ElemSize, pids: slices.Clone(w.Pids), host: w.Host, boot: w.Boot, file: w.File}, nil
@@ -630,6 +630,11 @@ func attach(ctx context.Context, w *arrayWire) (*Array, error) {
 			open = func() (*Segment, error) { return fetchSegment(ctx, c, md) }
 		}
 		m, err = getMapping(md.token, open)
+		if err == nil && m.seg.Size() < md.bytes() {
+			size := m.seg.Size()
+			m.put()
+			m, err = nil, fmt.Errorf("shm: array handle: %d bytes for a %d-byte segment", md.bytes(), size)
+		}
 		if err != nil && !errors.Is(err, ErrNotLocal) {
 			if w.Weight > 0 && c != nil {
 				returnWeight(c, md.owner, md.num, md.token, w.Weight)
