@@ -35,6 +35,9 @@ type config struct {
 	limits        wire.Limits
 	network       string // how local workers listen: "unix" (default) or "tcp"
 	bind          string // for "tcp": host:port to listen on
+	topology      Topology
+	portMin       int // when not 0, TCP listeners asked for port 0 take one in [portMin, portMax]
+	portMax       int
 }
 
 // WithWorkers sets how many workers Start launches (default runtime.NumCPU()).
@@ -121,6 +124,7 @@ type Cluster struct {
 	lostOnce   sync.Once
 	exitReq    chan struct{} // closed when the driver asks this worker to exit
 	exitOnce   sync.Once
+	topoName   string // the cluster's topology, for errors
 }
 
 type peerInfo struct {
@@ -130,15 +134,16 @@ type peerInfo struct {
 	Addr    string
 	Host    string
 	OSPid   int
+	NoLink  bool // the topology forbids the receiving worker to connect to this one
 }
 
 type peer struct {
-	info    peerInfo
-	proc    Process // driver only: the launched process
-	mu      sync.Mutex
-	conn    *wire.Conn
-	dialing chan struct{}
-	gone    error
+	info     peerInfo
+	proc     Process // driver only: the launched process
+	mu       sync.Mutex
+	conn     *wire.Conn
+	dialing  chan struct{}
+	gone     error
 	exiting  bool // driver: asked to exit by RmProcs, which reaps it
 	reported bool // driver: its Exited event was published
 }
@@ -452,6 +457,10 @@ func (c *Cluster) connTo(ctx context.Context, pid int) (*wire.Conn, error) {
 			p.mu.Lock()
 			continue
 		}
+		if p.info.NoLink {
+			p.mu.Unlock()
+			return nil, c.topologyError(pid)
+		}
 		if p.info.Addr == "" {
 			p.mu.Unlock()
 			return nil, &ProcessExitedError{Pid: pid, Cause: errors.New("its address is not known here")}
@@ -475,11 +484,11 @@ func (c *Cluster) connTo(ctx context.Context, pid int) (*wire.Conn, error) {
 
 // lookupPeer (worker) asks the driver where pid listens and records the answer.
 func (c *Cluster) lookupPeer(ctx context.Context, pid int) error {
-	fr, err := c.call(ctx, 1, callHeader{Fn: fnLookup}, pid)
+	fr, err := c.call(ctx, 1, callHeader{Fn: fnLookupFor}, pid)
 	if err != nil {
 		return err
 	}
-	info, err := decodeReply[peerInfo](fnLookup, fr)
+	info, err := decodeReply[peerInfo](fnLookupFor, fr)
 	if err != nil {
 		return &ProcessExitedError{Pid: pid, Cause: err}
 	}

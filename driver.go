@@ -12,9 +12,10 @@ import (
 
 // joinReq is the driver's first message to a new worker.
 type joinReq struct {
-	_     struct{} `cbor:",toarray"`
-	Pid   int
-	Peers []peerInfo
+	_        struct{} `cbor:",toarray"`
+	Pid      int
+	Peers    []peerInfo
+	Topology string
 }
 
 type joinReply struct {
@@ -52,6 +53,8 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 			Network:        "unix",
 			Bind:           c.sockDir,
 			ConnectTimeout: cfg.launchTimeout,
+			PortMin:        cfg.portMin,
+			PortMax:        cfg.portMax,
 		},
 		Timeout: cfg.launchTimeout,
 	}
@@ -160,7 +163,7 @@ func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
 	if st != nil {
 		st.pid.Store(int64(pid))
 	}
-	m, err := c.encodeCall(ctx, callHeader{Fn: fnJoin}, joinReq{Pid: pid})
+	m, err := c.encodeCall(ctx, callHeader{Fn: fnJoin}, joinReq{Pid: pid, Topology: c.cfg.topology.String()})
 	if err != nil {
 		conn.Close()
 		return 0, err
@@ -190,8 +193,17 @@ func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
 		q.mu.Unlock()
 	}
 	c.mu.Unlock()
-	c.send(ctx, pid, callHeader{Fn: fnPeers}, peersUpdate{Add: all})
-	c.broadcastPeers(peersUpdate{Add: []peerInfo{info}})
+	// Each side learns of the other with the link the topology gives the pair.
+	tell := make([]peerInfo, len(all))
+	for i, q := range all {
+		tell[i] = c.infoFor(info, q)
+	}
+	c.send(ctx, pid, callHeader{Fn: fnPeers}, peersUpdate{Add: tell})
+	for _, q := range all {
+		if q.Pid != pid {
+			c.send(c.ctx, q.Pid, callHeader{Fn: fnPeers}, peersUpdate{Add: []peerInfo{c.infoFor(q, info)}})
+		}
+	}
 	c.joinMu.Unlock()
 	p.SetPid(pid)
 	c.publish(Event{Kind: Joined, Pid: pid})

@@ -35,6 +35,10 @@ type WorkerConfig struct {
 	Bind string `json:"bind"`
 	// ConnectTimeout is how long the worker waits for the driver to connect before it exits.
 	ConnectTimeout time.Duration `json:"connect_timeout"`
+	// PortMin and PortMax, when PortMin is not 0, are the range a "tcp" worker whose Bind
+	// asks for port 0 takes its port from (a firewall opened for that range only).
+	PortMin int `json:"port_min,omitempty"`
+	PortMax int `json:"port_max,omitempty"`
 }
 
 // LaunchSpec is what a Manager is asked to start.

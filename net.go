@@ -1,15 +1,41 @@
 package dist
 
 import (
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"syscall"
 )
+
+// WithPortRange makes TCP listeners that are asked for port 0 take a port in [lo, hi]
+// instead of any free one: the workers launched with this option, and the driver's own
+// listeners (Cluster.Listen, package elastic). A firewall then needs only that range open
+// between hosts (julia#24722). A listener that finds no free port in the range fails with an
+// error naming the range.
+func WithPortRange(lo, hi int) Option {
+	return func(c *config) { c.portMin, c.portMax = lo, hi }
+}
 
 // applyWorker takes into a worker's configuration what its WorkerConfig says about the
 // network.
 func (cfg *config) applyWorker(wc WorkerConfig) error {
+	if wc.PortMin != 0 {
+		if err := checkPortRange(wc.PortMin, wc.PortMax); err != nil {
+			return err
+		}
+		cfg.portMin, cfg.portMax = wc.PortMin, wc.PortMax
+	}
+	return nil
+}
+
+func checkPortRange(lo, hi int) error {
+	if lo < 1 || hi > 65535 || lo > hi {
+		return fmt.Errorf("dist: bad port range %d-%d", lo, hi)
+	}
 	return nil
 }
 
@@ -33,7 +59,7 @@ func (c *Cluster) listen(wc WorkerConfig) (net.Listener, string, string, error) 
 		if bind == "" {
 			bind = ":0"
 		}
-		ln, err := net.Listen("tcp", bind)
+		ln, err := c.Listen("tcp", bind)
 		if err != nil {
 			return nil, "", "", err
 		}
@@ -43,8 +69,39 @@ func (c *Cluster) listen(wc WorkerConfig) (net.Listener, string, string, error) 
 }
 
 // Listen opens a listener for connections into this cluster's processes, with the cluster's
-// network settings applied: network "tcp" or "unix". Package elastic listens with it; other
-// helpers that accept connections for the cluster should too.
+// network settings applied: network "unix" (address a socket path) or "tcp" (address
+// host:port; with port 0 and WithPortRange, a port of the range). Package elastic listens
+// with it; other helpers that accept connections for the cluster should too.
 func (c *Cluster) Listen(network, address string) (net.Listener, error) {
-	return net.Listen(network, address)
+	if network != "tcp" || c.cfg.portMin == 0 {
+		return net.Listen(network, address)
+	}
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	if port != "0" && port != "" {
+		return net.Listen(network, address)
+	}
+	lo, hi := c.cfg.portMin, c.cfg.portMax
+	if err := checkPortRange(lo, hi); err != nil {
+		return nil, err
+	}
+	// From a random point of the range, so that processes starting together do not all
+	// race for its first port.
+	n := hi - lo + 1
+	start := rand.IntN(n)
+	var last error
+	for i := range n {
+		p := lo + (start+i)%n
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+		if err == nil {
+			return ln, nil
+		}
+		last = err
+		if !errors.Is(err, syscall.EADDRINUSE) && !errors.Is(err, syscall.EACCES) {
+			return nil, err // not a matter of this port: another would fail the same way
+		}
+	}
+	return nil, fmt.Errorf("dist: no free port in %d-%d on %q: %w", lo, hi, host, last)
 }

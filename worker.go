@@ -243,6 +243,7 @@ func (c *Cluster) handleJoin(ctx context.Context, req joinReq) (joinReply, error
 	default:
 	}
 	c.me.Store(int64(req.Pid))
+	c.topoName = req.Topology
 	ci.st.pid.Store(1)
 	c.mu.Lock()
 	c.peers[1] = &peer{info: peerInfo{Pid: 1}, conn: ci.conn}
@@ -259,9 +260,20 @@ func (c *Cluster) handleHello(ctx context.Context, pid int) error {
 	if ci == nil || pid <= 1 {
 		return fmt.Errorf("bad introduction from pid %d", pid)
 	}
-	ci.st.pid.Store(int64(pid))
 	c.mu.Lock()
 	p := c.peers[pid]
+	c.mu.Unlock()
+	if p != nil {
+		p.mu.Lock()
+		noLink := p.info.NoLink
+		p.mu.Unlock()
+		if noLink {
+			return c.topologyError(pid)
+		}
+	}
+	ci.st.pid.Store(int64(pid))
+	c.mu.Lock()
+	p = c.peers[pid]
 	if p == nil {
 		p = &peer{info: peerInfo{Pid: pid}}
 		c.peers[pid] = p

@@ -72,6 +72,8 @@ type options struct {
 	network, bind  string
 	connectTimeout time.Duration
 	logger         *slog.Logger
+	portMin        int
+	portMax        int
 }
 
 // WithCookie sets the cluster cookie a worker proves it knows (Serve only). The default is
@@ -88,6 +90,12 @@ func WithCookie(cookie string) Option {
 // local IP address its connection to the driver uses, any port.
 func WithListen(network, bind string) Option {
 	return func(o *options) { o.network, o.bind = network, bind }
+}
+
+// WithPortRange makes a worker listening on TCP port 0 take a port in [lo, hi] (Serve only;
+// the driver's listener takes the cluster's dist.WithPortRange).
+func WithPortRange(lo, hi int) Option {
+	return func(o *options) { o.portMin, o.portMax = lo, hi }
 }
 
 // WithConnectTimeout bounds (Serve) how long a worker keeps trying to reach the driver and
@@ -463,7 +471,7 @@ func Serve(ctx context.Context, driverAddr string, opts ...Option) error {
 	}
 	defer nc.Close()
 
-	wc := dist.WorkerConfig{Cookie: cookie, Network: o.network, Bind: o.bind, ConnectTimeout: time.Until(deadline)}
+	wc := dist.WorkerConfig{Cookie: cookie, Network: o.network, Bind: o.bind, ConnectTimeout: time.Until(deadline), PortMin: o.portMin, PortMax: o.portMax}
 	if wc.Network == "" {
 		wc.Network = network
 		if network == "unix" {
