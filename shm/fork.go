@@ -98,13 +98,20 @@ func Fork[Out any](ctx context.Context, n int, f *dist.Func[int, Out]) ([]Out, e
 		files = append(files, file)
 		arrays = append(arrays, forkArray{Name: name, A: a.md.wire(0), FD: 3 + len(files)})
 	}
+	// The children's temporary files (their one-process clusters make a directory) go in a
+	// directory removed once they are all reaped, so that a killed child leaves nothing.
+	tmp, err := os.MkdirTemp("", "godist-fork-")
+	if err != nil {
+		return nil, fmt.Errorf("shm: Fork: %w", err)
+	}
+	defer os.RemoveAll(tmp)
 	outs := make([]Out, n)
 	errs := make([]error, n)
 	done := make(chan struct{})
 	for i := range n {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			b, pid, err := runChild(ctx, exe, forkSpec{Fn: f.Name(), Index: i, Arrays: arrays}, files)
+			b, pid, err := runChild(ctx, exe, tmp, forkSpec{Fn: f.Name(), Index: i, Arrays: arrays}, files)
 			if err == nil {
 				err = codec.Unmarshal(b, &outs[i])
 			}
@@ -120,7 +127,7 @@ func Fork[Out any](ctx context.Context, n int, f *dist.Func[int, Out]) ([]Out, e
 }
 
 // runChild starts one child, waits for it and returns the CBOR of its result.
-func runChild(ctx context.Context, exe string, spec forkSpec, files []*os.File) ([]byte, int, error) {
+func runChild(ctx context.Context, exe, tmp string, spec forkSpec, files []*os.File) ([]byte, int, error) {
 	in, err := codec.Marshal(&spec)
 	if err != nil {
 		return nil, 0, err
@@ -131,7 +138,7 @@ func runChild(ctx context.Context, exe string, spec forkSpec, files []*os.File) 
 	}
 	defer pr.Close()
 	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), envFork+"=1")
+	cmd.Env = append(os.Environ(), envFork+"=1", "TMPDIR="+tmp)
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.ExtraFiles = append([]*os.File{pw}, files...)

@@ -59,6 +59,7 @@ func TestFork(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer shm.Unbind("A")
+	emptyTmp(t)
 	outs, err := shm.Fork(ctx, 4, forkFill)
 	noChildren(t)
 	if !slices.Equal(outs, []int{0, 0, 0, 30}) {
@@ -85,7 +86,20 @@ func TestFork(t *testing.T) {
 	}
 }
 
+// emptyTmp points TMPDIR at a fresh directory and, at the end of the test, checks that nothing
+// was left in it (a killed child's files included).
+func emptyTmp(t *testing.T) {
+	d := t.TempDir()
+	t.Setenv("TMPDIR", d)
+	t.Cleanup(func() {
+		if ents, _ := os.ReadDir(d); len(ents) != 0 {
+			t.Errorf("left in TMPDIR: %v", ents)
+		}
+	})
+}
+
 func TestForkCancel(t *testing.T) {
+	emptyTmp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	t0 := time.Now()
