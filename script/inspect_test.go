@@ -181,6 +181,12 @@ func TestUnsafeAllowed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("import os/exec: %v", err)
 	}
+	if v, err := script.EvalAt(ctx, c, 2, "import \"unsafe\"\n"); err != nil {
+		t.Fatalf("import unsafe: %v, %v", v, err)
+	}
+	if v, err := script.EvalAt(ctx, c, 2, "int(unsafe.Sizeof(int64(0)))"); err != nil || v != 8 {
+		t.Fatalf("unsafe.Sizeof: %v, %v", v, err)
+	}
 	_, err = script.EvalAt(ctx, c, 2, "os.Exit(3)")
 	if !errors.Is(err, script.ErrEval) {
 		t.Fatalf("os.Exit: %v", err)

@@ -23,6 +23,7 @@ import (
 	"github.com/godist/dist"
 	"github.com/godist/dist/shm"
 	"github.com/traefik/yaegi/interp"
+	yunsafe "github.com/traefik/yaegi/stdlib/unsafe"
 )
 
 // engine is what a namespace needs from an interpreter. It is small so that yaegi can be
@@ -47,8 +48,8 @@ var unsafeAllowed atomic.Bool
 // so setting it before dist.Start applies to the whole local cluster.
 const EnvUnsafe = "GODIST_SCRIPT_UNSAFE"
 
-// AllowUnsafe lets interpreted code of this process import os, os/exec and syscall and read the
-// real environment. By default those are absent: a namespace exposes only a curated, side-effect
+// AllowUnsafe lets interpreted code of this process import os, os/exec, syscall and unsafe and
+// read the real environment. By default those are absent: a namespace exposes only a curated, side-effect
 // free part of the standard library. Unsafe evaluation is a property of the binary, the same in
 // every process, so call AllowUnsafe before dist.Main (or in an init function); it affects only
 // namespaces created after the call (see Clear).
@@ -61,7 +62,7 @@ func unsafeEval() bool { return unsafeAllowed.Load() || os.Getenv(EnvUnsafe) == 
 type namespace struct {
 	sem    chan struct{}
 	eng    engine
-	ctx    context.Context // the context of the running evaluation, for call() inside code
+	ctx    atomic.Pointer[context.Context] // of the running evaluation, for call() in code (read by goroutines the code starts)
 	panics *panicLog
 }
 
@@ -112,7 +113,7 @@ func (n *namespace) with(ctx context.Context, f func(e engine) error) (err error
 		if p := recover(); p != nil {
 			err = &EvalError{Kind: KindPanic, Msg: fmt.Sprint(p), Stack: string(debug.Stack())}
 		}
-		n.ctx = nil
+		n.ctx.Store(nil)
 		n.unlock()
 	}()
 	if n.eng == nil {
@@ -120,7 +121,7 @@ func (n *namespace) with(ctx context.Context, f func(e engine) error) (err error
 			return err
 		}
 	}
-	n.ctx = ctx
+	n.ctx.Store(&ctx)
 	n.bindShared()
 	return f(n.eng)
 }
@@ -261,6 +262,11 @@ func newYaegi(n *namespace) (*yaegiEngine, error) {
 	if err := in.Use(exports); err != nil {
 		return nil, fmt.Errorf("script: loading symbols: %w", err)
 	}
+	if allow {
+		if err := in.Use(yunsafe.Symbols); err != nil {
+			return nil, fmt.Errorf("script: loading unsafe: %w", err)
+		}
+	}
 	y := &yaegiEngine{in: in, ns: n, shared: map[string]sharedVar{}}
 	// yaegi stops a run by bumping an unexported counter, and only from its *WithContext
 	// functions, which return before the run has stopped. We bump it ourselves to be able to
@@ -362,8 +368,8 @@ func (y *yaegiEngine) builtins() map[string]reflect.Value {
 		return c
 	}
 	ctx := func() context.Context {
-		if y.ns.ctx != nil {
-			return y.ns.ctx
+		if p := y.ns.ctx.Load(); p != nil {
+			return *p
 		}
 		return context.Background()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand"
 	"reflect"
 	"strings"
 	"testing"
@@ -121,3 +122,37 @@ func evalOK(t *testing.T, ctx context.Context, c *dist.Cluster, pids []int, code
 
 // square is a compiled function that interpreted code calls by name.
 var square = dist.NewFunc("script_test.square", func(ctx context.Context, x int) (int, error) { return x * x, nil })
+
+// TestMapReduceMatchesLocal checks the numbers of Example_mapReduce against the same
+// generators run here, and that worker output is forwarded.
+func TestMapReduceMatchesLocal(t *testing.T) {
+	c, out := disttest.Start(t, 3)
+	ctx := ctxT(t)
+	vecs, err := script.Reap(ctx, c, []int{2, 3, 4}, `func() []float64 {
+		r := rand.New(rand.NewSource(int64(myid())))
+		v := make([]float64, 5)
+		for i := range v {
+			x := r.Float64()
+			v[i] = x * x
+		}
+		fmt.Println("squares from", myid())
+		return v
+	}()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pid, v := range vecs {
+		r := rand.New(rand.NewSource(int64(pid)))
+		for i, x := range v.([]float64) {
+			y := r.Float64()
+			if x != y*y {
+				t.Fatalf("pid %d element %d = %v, want %v", pid, i, x, y*y)
+			}
+		}
+	}
+	for _, p := range []string{"2", "3", "4"} {
+		if !out.WaitFor("From worker "+p+": squares from "+p, 10*time.Second) {
+			t.Fatalf("no output of worker %s in %q", p, out.String())
+		}
+	}
+}
