@@ -1,9 +1,12 @@
 package ssh
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/godist/dist"
 )
 
 // HostError is a failure on one host: ssh could not run there, or the worker did not start.
@@ -12,7 +15,9 @@ type HostError struct {
 	Host     string // the machine as given: [user@]host[:port]
 	ExitCode int    // ssh's exit status (255: ssh itself failed), or -1 if it did not exit
 	Msg      string // the last lines ssh or the remote side wrote on standard error, on one line
-	Err      error  // the underlying cause when there was one (timeout, cancellation, ...)
+	// Err is the underlying cause when there was one: a timeout, a cancellation, or, from
+	// Process.Wait, dist.ErrConnectionLost when ssh failed after the worker had started.
+	Err error
 }
 
 // Error returns "HOST: ssh exited N: MESSAGE", or "HOST: CAUSE: MESSAGE" when ssh did not exit
@@ -24,7 +29,9 @@ func (e *HostError) Error() string {
 	switch {
 	case e.ExitCode >= 0:
 		fmt.Fprintf(&b, "ssh exited %d", e.ExitCode)
-		if e.Err != nil {
+		if errors.Is(e.Err, dist.ErrConnectionLost) {
+			b.WriteString(": connection to the host lost")
+		} else if e.Err != nil {
 			fmt.Fprintf(&b, " (%v)", e.Err)
 		}
 	case e.Err != nil:

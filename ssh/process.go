@@ -341,13 +341,14 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 func (p *Process) Wait() error {
 	<-p.done
 	if ee := (*exec.ExitError)(nil); errors.As(p.waitErr, &ee) && ee.Exited() {
-		msg := sshSaid(p.tail.String())
-		if msg == "" && ee.ExitCode() == 255 {
-			// ssh's own failure once the session ran is its connection's; with LogLevel
-			// ERROR (common in scripts) it does not say so itself.
-			msg = "connection to the host lost"
+		he := &HostError{Host: p.host, ExitCode: ee.ExitCode(), Msg: sshSaid(p.tail.String())}
+		if ee.ExitCode() == 255 && p.addr != "" {
+			// ssh's own failure once the worker ran is its connection's (keep-alives
+			// unanswered, a reset): the worker's fate is unknown. With LogLevel ERROR,
+			// common in scripts, ssh does not say so itself.
+			he.Err = dist.ErrConnectionLost
 		}
-		return &HostError{Host: p.host, ExitCode: ee.ExitCode(), Msg: msg}
+		return he
 	}
 	if p.waitErr != nil {
 		return &HostError{Host: p.host, ExitCode: -1, Err: fmt.Errorf("ssh ended: %w", p.waitErr)}

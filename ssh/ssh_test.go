@@ -223,7 +223,8 @@ func TestInterruptReachesRemoteWorker(t *testing.T) {
 		v, err := f.Fetch(ctx)
 		t.Fatalf("awaitSigint returned before the interrupt: %q, %v", v, err)
 	}
-	if err := p.Interrupt(); err != nil {
+	// Through the cluster, as a user would: Cluster.Interrupt calls Process.Interrupt.
+	if err := c.Interrupt(ctx, pid); err != nil {
 		t.Fatal(err)
 	}
 	fctx, fcancel := context.WithTimeout(ctx, 20*time.Second)
@@ -630,10 +631,12 @@ func TestLostHost(t *testing.T) {
 	}
 	var mu sync.Mutex
 	exited := map[int]error{}
+	reasons := map[int]dist.ExitReason{}
 	unsub := c.Subscribe(func(e dist.Event) {
 		if e.Kind == dist.Exited {
 			mu.Lock()
 			exited[e.Pid] = e.Cause
+			reasons[e.Pid] = e.Reason
 			mu.Unlock()
 		}
 	})
@@ -682,6 +685,13 @@ func TestLostHost(t *testing.T) {
 		}
 		return true
 	})
+	mu.Lock()
+	for _, pid := range lost {
+		if reasons[pid] != dist.ExitLost || !errors.Is(exited[pid], dist.ErrConnectionLost) {
+			t.Errorf("worker %d exited with reason %v (%v), want %v", pid, reasons[pid], exited[pid], dist.ExitLost)
+		}
+	}
+	mu.Unlock()
 	mu.Lock()
 	for pid := range exited {
 		if !slices.Contains(lost, pid) {
