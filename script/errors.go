@@ -27,6 +27,7 @@ type EvalError struct {
 	Stack     string // for a panic, the interpreter's Go stack (for reporting bugs)
 }
 
+// Error says where the code failed: "script: pid 3: 2:5: panic: …".
 func (e *EvalError) Error() string {
 	pos := ""
 	if e.Line > 0 {

@@ -251,7 +251,8 @@ func EverywhereElse(ctx context.Context, c *dist.Cluster, code string) error {
 //   - a name (x): defines or redefines the global variable x, with expr's type;
 //   - an index or field expression into an existing value (bar[2][3], dict["k"], p.F,
 //     dict["k"][1]): assigns that element, converting between numeric types;
-//   - a slice expression anywhere in it (bar[0:2], dict["buzz"][:], foo.Data()[0:4]): assigns
+//   - a slice expression anywhere in it (bar[0:2], dict["buzz"].([][]float64)[:], foo[0:4] of a
+//     shared array foo): assigns
 //     into every element of the range. If the value is a slice or array of the range's length it
 //     is copied element by element; otherwise it is broadcast to every element, and into
 //     nested slices to the innermost ones: with bar a [][]float64, Sow(…, "bar[0:2]", "0")

@@ -1,6 +1,7 @@
 package script_test
 
 import (
+	"errors"
 	"math"
 	"reflect"
 	"testing"
@@ -150,5 +151,54 @@ func TestSowRebinds(t *testing.T) {
 	}
 	if err := script.Sow(ctx, c, []int{2}, "v[0:1]", "1"); err == nil {
 		t.Error("slice target of a float64: no error")
+	}
+}
+
+// TestInterpreterTypesCross: values of types defined by interpreted code come back as values of
+// the same structure; values that cannot cross are a KindValue error naming the type.
+func TestInterpreterTypesCross(t *testing.T) {
+	c, _ := disttest.Start(t, 1)
+	ctx := ctxT(t)
+	if err := script.Everywhere(ctx, c, "type P struct { Name string; Xs []float64; Meta map[string]any; hidden int }"); err != nil {
+		t.Fatal(err)
+	}
+	v, err := script.EvalAt(ctx, c, 2, `P{Name: "p", Xs: []float64{1, 2}, Meta: map[string]any{"n": 1, "v": []int{3}}, hidden: 4}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := reflect.ValueOf(v)
+	// yaegi exports an unexported field of an interpreted type as X<name>, so it travels too.
+	if rv.Kind() != reflect.Struct || rv.NumField() != 4 || rv.FieldByName("Name").Interface() != "p" ||
+		rv.FieldByName("Xhidden").Interface() != 4 ||
+		!reflect.DeepEqual(rv.FieldByName("Xs").Interface(), []float64{1, 2}) ||
+		!reflect.DeepEqual(rv.FieldByName("Meta").Interface(), map[string]any{"n": 1, "v": []int{3}}) {
+		t.Fatalf("P = %#v", v)
+	}
+	// Sent back, it assigns to a variable of the interpreted type.
+	if err := script.SowValue(ctx, c, []int{2}, "q", v); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := script.EvalAt(ctx, c, 2, "q.Name + fmt.Sprint(len(q.Xs))"); err != nil || n != "p2" {
+		t.Fatalf("q: %v, %v", n, err)
+	}
+	for _, code := range []string{"func(x int) int { return x }", "make(chan int)", "complex(1, 2)"} {
+		_, err := script.EvalAt(ctx, c, 2, code)
+		var ee *script.EvalError
+		if !errors.As(err, &ee) || ee.Kind != script.KindValue || ee.Pid != 2 {
+			t.Errorf("%s: %v", code, err)
+		} else {
+			t.Logf("%s: %v", code, err)
+		}
+		if err := script.RunAt(ctx, c, 2, code); err != nil {
+			t.Errorf("RunAt(%s): %v", code, err)
+		}
+	}
+	// Locally, any value is fine.
+	f, err := script.EvalLocal(ctx, "func(x int) int { return 2 * x }")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, ok := f.(func(int) int); !ok || g(4) != 8 {
+		t.Fatalf("EvalLocal func = %#v", f)
 	}
 }

@@ -31,7 +31,8 @@ var ErrNotWireable = errors.New("script: value cannot cross processes")
 // channels, complex numbers, unsafe pointers, embedded struct fields, recursive types, and a
 // map keyed by an interface whose keys are not plain numbers, strings or booleans. Named types
 // arrive as their underlying structure (a time.Duration as an int64), and methods do not
-// travel: only data does. A numeric slice ([]float64, []int32, []byte, …) travels as its raw
+// travel: only data does. The interpreter gives an unexported field f of a struct type defined
+// by interpreted code the exported name Xf, under which it travels. A numeric slice ([]float64, []int32, []byte, …) travels as its raw
 // little-endian bytes.
 type Value struct {
 	_ struct{}        `cbor:",toarray"`
