@@ -41,20 +41,29 @@ func replUsage(fs *flag.FlagSet) func() {
 	return func() {
 		fmt.Fprint(os.Stderr, `usage: godist repl [-p N] [-L FILE.go] [-history FILE]
 
-Starts a local cluster of N workers and an interactive Go prompt on its driver (pid 1):
-Julia's "julia -p N" with ClusterUtils. For example:
+Starts a local cluster of N workers and an interactive Go prompt on its driver (pid 1), as
+"julia -p N" with ClusterUtils does. For example:
 
-  godist> x := 2                            Go on the driver
-  godist> :everywhere y := myid() * 10      Go on every process
-  godist> :reap workers y                   values by pid: map[int]any with 2 entries: 2 => 20, 3 => 30
-  godist> :sow 2,3 v = rand.Float64()       v evaluated on each worker and assigned there
-  godist> :sowvalue 2 w = x                 the driver's x sent to pid 2 as w
-  godist> :fetchfrom 2 v * 2                one value from one pid
-  godist> :stitch workers []int{myid()}     results joined in ascending pid order
-  godist> :help                             every command
+  godist> x := 2                           Go on the driver
+  godist> :everywhere y := myid() * 10     Go on every process
+  godist> :reap workers y                  values by pid
+  map[int]any with 2 entries:
+    2 => 20
+    3 => 30
+  godist> :sow 2,3 v = rand.Float64()      evaluated on each worker and assigned there
+  godist> :sowvalue 2 w = x                the driver's x, sent to pid 2 as w
+  godist> :fetchfrom 2 v * 2               one value from one pid
+  godist> s := :stitch workers []int{myid()}
+  godist> s
+  2-element []int:
+   2
+   3
 
+Flags:
 `)
 		fs.PrintDefaults()
+		fmt.Fprintln(os.Stderr)
+		writeHelp(os.Stderr)
 	}
 }
 

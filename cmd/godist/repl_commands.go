@@ -8,12 +8,14 @@ import (
 	"maps"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/godist/dist"
 	"github.com/godist/dist/script"
 	"github.com/godist/dist/shm"
 )
@@ -82,10 +84,17 @@ func init() {
 		{name: "procs", summary: "the processes: pid, host, OS pid, address", run: cmdProcs},
 		{name: "addprocs", args: "N", summary: "start N more local workers", run: cmdAddProcs},
 		{name: "rmprocs", args: "PIDS", summary: "stop workers", run: cmdRmProcs},
-		{name: "topology", args: "[remote|local|all] [PIDS]", summary: "processes grouped by host, keyed by the lowest pid of each (describepids)",
+		{name: "topology", args: "[remote|local|all] [PIDS] [~HOSTRE]", summary: "processes grouped by host, keyed by the lowest pid of each (describepids)",
 			detail: "remote (the default, as ClusterUtils) leaves out the driver's host, so on one machine it is\n" +
-				"empty; local is the driver's host only; all is every host.",
+				"empty; local is the driver's host only; all is every host. ~HOSTRE keeps the hosts whose\n" +
+				"name matches the regular expression (describepids' filterfn).",
 			run: cmdTopology},
+		{name: "broadcastshared", args: "NAME = EXPR", summary: "a shared array NAME on every host, holding EXPR evaluated here (broadcast_shared)",
+			detail: "EXPR is a slice or a slice of equal rows of numbers ([]float64, [][]float32, []int, …). Each\n" +
+				"host gets one copy, in shared memory, bound to NAME in every process there; code sees it as a\n" +
+				"flat slice in column-major order (element i,j of an r×c matrix at j*r+i), and a write to it\n" +
+				"is seen by every process of that host.",
+			run: cmdBroadcastShared},
 		{name: "include", args: "FILE.go", summary: "load a Go file's declarations on every process (Julia's -L / @everywhere include)",
 			detail: "Its package clause is dropped and its main, if any, is not run (godist run runs it).",
 			run:    cmdInclude},
@@ -136,15 +145,26 @@ driver that gives an int or a []int (remotes, []int{2, 3}, workers()[:2]).`
 
 // helpText is the REPL's introduction, printed by :help; `godist repl -h` prints it too.
 const helpText = `Go code typed at the prompt runs on the driver (pid 1) in a Go interpreter: statements,
-declarations (func, type, var, import) and expressions, whose value is printed (end the line
-with ';' to print nothing). An entry goes on over several lines while a bracket is open or a
-line ends with an operator or comma; Ctrl-C drops the entry being typed, or interrupts the one
-running. Every process has its own namespace, created on first use; in it, myid(), nprocs()
-and workers() describe the cluster, and the standard library's common packages are imported.
-Up/Down and Ctrl-R search the history, which is kept in ~/.godist_history. Ctrl-D leaves,
-stopping every worker.
+declarations (func, type, var, import) and expressions, whose value is printed and kept in
+ans (end the entry with ';' to print nothing). An entry goes on over several lines while a
+bracket is open or a line ends with an operator or a comma; Ctrl-C drops the entry being
+typed, or interrupts the one running. Every process has its own namespace, created on first
+use, where myid(), nprocs() and workers() describe the cluster and the standard library's
+common packages are imported (the interpreter speaks Go 1.20: no min, max, range over int).
+Up/Down and Ctrl-R search the history (-history, $GODIST_HISTORY, ~/.godist_history).
+Ctrl-D leaves, stopping every worker.
 
-Commands (a leading ':'; '@everywhere', '@spawnat' and '@fetchfrom' work too):
+Commands (a leading ':'; @everywhere, @spawnat and @fetchfrom work too). The value of a
+command is printed and kept in ans, or assigned to a driver variable with NAME := :command:
+`
+
+// codeHelp lists what interpreted code may call to reach other processes.
+const codeHelp = `In Go code, on any process (not on its own pid, whose namespace is busy running the caller):
+  reap(pids []int, expr string) map[int]any    fetchfrom(pid int, expr string) any
+  sowat(pids []int, target, expr string)       stitch(pids []int, expr string) any
+  spawnat(pid int, code string)                everywhereelse(code string)
+  swapmsgs(pids []int, name string)            collectmsgs(name string, pids []int) map[int]any
+For example: for _, k := range workers() { spawnat(k, fmt.Sprintf("somemsg[%d] = %d", k, 2*k)) }
 `
 
 func helpCommand(r *repl, _ context.Context, arg string) (any, error) {
@@ -161,13 +181,18 @@ func helpCommand(r *repl, _ context.Context, arg string) (any, error) {
 		}
 		return nil, nil
 	}
-	fmt.Fprint(r.out, helpText)
-	writeCommandList(r)
-	fmt.Fprintf(r.out, "\n%s\n", pidsHelp)
+	writeHelp(r.out)
 	return nil, nil
 }
 
-func writeCommandList(r *repl) {
+// writeHelp writes the REPL's whole help: :help, and godist repl -h.
+func writeHelp(w io.Writer) {
+	fmt.Fprint(w, helpText)
+	writeCommandList(w)
+	fmt.Fprintf(w, "\n%s\n\n%s", pidsHelp, codeHelp)
+}
+
+func writeCommandList(w io.Writer) {
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)
@@ -175,7 +200,7 @@ func writeCommandList(r *repl) {
 	sort.Strings(names)
 	for _, n := range names {
 		c := commands[n]
-		fmt.Fprintf(r.out, "  %-40s %s\n", ":"+c.name+" "+c.args, c.summary)
+		fmt.Fprintf(w, "  %-36s %s\n", ":"+c.name+" "+c.args, c.summary)
 	}
 }
 
@@ -329,6 +354,15 @@ func cmdTopology(r *repl, ctx context.Context, arg string) (any, error) {
 	default:
 		rest = arg
 	}
+	// A last word ~REGEXP keeps the hosts whose name matches (describepids' filterfn).
+	if i := strings.LastIndex(rest, "~"); i >= 0 && !strings.ContainsAny(rest[i:], " \t") {
+		re, err := regexp.Compile(rest[i+1:])
+		if err != nil {
+			return nil, fmt.Errorf("host filter: %w", err)
+		}
+		q.HostFilter = re.MatchString
+		rest = strings.TrimSpace(rest[:i])
+	}
 	if rest != "" {
 		pids, err := r.pids(ctx, rest)
 		if err != nil {
@@ -345,6 +379,78 @@ func cmdTopology(r *repl, ctx context.Context, arg string) (any, error) {
 		m[k] = v
 	}
 	return m, nil
+}
+
+func cmdBroadcastShared(r *repl, ctx context.Context, arg string) (any, error) {
+	name, expr, ok := splitAssign(arg)
+	if !ok || name == "" || expr == "" {
+		return nil, errors.New("usage: :broadcastshared NAME = EXPR")
+	}
+	v, err := script.EvalLocal(ctx, expr)
+	if err != nil {
+		return nil, err
+	}
+	topo, err := shm.DescribePids(ctx, r.c, shm.Query{Select: shm.All})
+	if err != nil {
+		return nil, err
+	}
+	switch x := v.(type) {
+	case []float64:
+		err = broadcast(ctx, r.c, topo, x, nil, name)
+	case [][]float64:
+		err = broadcastMatrix(ctx, r.c, topo, x, name)
+	case []float32:
+		err = broadcast(ctx, r.c, topo, x, nil, name)
+	case [][]float32:
+		err = broadcastMatrix(ctx, r.c, topo, x, name)
+	case []int:
+		err = broadcast(ctx, r.c, topo, x, nil, name)
+	case [][]int:
+		err = broadcastMatrix(ctx, r.c, topo, x, name)
+	case []int64:
+		err = broadcast(ctx, r.c, topo, x, nil, name)
+	case [][]int64:
+		err = broadcastMatrix(ctx, r.c, topo, x, name)
+	case []int32:
+		err = broadcast(ctx, r.c, topo, x, nil, name)
+	case []uint8:
+		err = broadcast(ctx, r.c, topo, x, nil, name)
+	default:
+		return nil, fmt.Errorf("a %T cannot be a shared array here: a slice, or rows, of float64, float32, int, int64 (or int32, uint8)", v)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(r.out, "%s shared on %d host(s), representatives %s\n", name, len(topo), formatPids(topo.Reps()))
+	return nil, nil
+}
+
+// broadcast is shm.BroadcastShared; the caller's handles are released at once, the bindings
+// under name keep theirs.
+func broadcast[T any](ctx context.Context, c *dist.Cluster, topo shm.Topology, data []T, dims []int, name string) error {
+	arrays, err := shm.BroadcastShared(ctx, c, topo, data, dims, name)
+	for _, a := range arrays {
+		a.Release()
+	}
+	return err
+}
+
+// broadcastMatrix shares rows as an r×c array, stored column-major as shm's arrays are.
+func broadcastMatrix[T any](ctx context.Context, c *dist.Cluster, topo shm.Topology, rows [][]T, name string) error {
+	if len(rows) == 0 || len(rows[0]) == 0 {
+		return errors.New("an empty matrix")
+	}
+	r, cols := len(rows), len(rows[0])
+	data := make([]T, r*cols)
+	for i, row := range rows {
+		if len(row) != cols {
+			return fmt.Errorf("row %d has %d elements, row 0 has %d", i, len(row), cols)
+		}
+		for j, x := range row {
+			data[j*r+i] = x
+		}
+	}
+	return broadcast(ctx, c, topo, data, []int{r, cols}, name)
 }
 
 func cmdInclude(r *repl, ctx context.Context, arg string) (any, error) {

@@ -13,9 +13,10 @@ import (
 // inputComplete reports whether src, the lines typed so far, form a whole entry. An entry goes
 // on while a bracket, brace or parenthesis is open, a raw string or block comment is
 // unterminated, or the last token cannot end a Go statement (a binary operator, a comma, a
-// dot, an assignment): the cases where Go's parser would say "unexpected EOF". Anything else
-// is complete, even if it is wrong: the evaluator reports the error, which is better than a
-// prompt that waits for input that cannot fix it.
+// dot, an assignment): the cases where Go's parser would say "unexpected EOF". For a command
+// (":name …") only open brackets, strings and comments continue the entry. Anything else is
+// complete, even if it is wrong: the evaluator reports the error, which is better than a prompt
+// that waits for input that cannot fix it.
 func inputComplete(src string) bool {
 	fset := token.NewFileSet()
 	file := fset.AddFile("", fset.Base(), len(src))
@@ -55,6 +56,11 @@ func inputComplete(src string) bool {
 	if depth != 0 {
 		// Open: go on. Over-closed: no more input can fix it, so let the evaluator say why.
 		return depth < 0
+	}
+	// A command's arguments are not all Go (a host pattern may end in '.'): only open brackets
+	// continue one.
+	if t := strings.TrimSpace(src); t != "" && (t[0] == ':' || t[0] == '@') {
+		return true
 	}
 	return !continues(last)
 }

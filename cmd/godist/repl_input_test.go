@@ -34,6 +34,8 @@ func TestInputComplete(t *testing.T) {
 		{":sow 2 y = myid()", true},
 		{":everywhere func g() int {", false},
 		{":reap []int{2, 3} x", true},
+		{":topology all ~.", true},
+		{":sow 2 x = 1 +", true},
 		{"m := map[string]int{", false},
 		{"m := map[string]int{\n\"a\": 1,\n}", true},
 		{"return", true},

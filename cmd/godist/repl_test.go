@@ -64,6 +64,8 @@ func TestREPL(t *testing.T) {
 	// README: sow(pids, :morebob, :(100 + myid())); reap(pids, :morebob) → 2 => 102, 3 => 103.
 	p.run(":sow pids morebob = 100 + myid()")
 	p.run(":reap pids morebob", `with 2 entries:\n  2 => 102\n  3 => 103\n`)
+	// (sow(…; mod=ClusterUtils) has no counterpart: a process has one namespace, Go's package
+	// main of the interpreter.)
 
 	// A multi-line function defined everywhere, as a Julia user would with @everywhere.
 	p.run(":everywhere func randn(r, c int) [][]float64 {\n\tm := make([][]float64, r)\n\tfor i := range m {\n\t\tm[i] = make([]float64, c)\n\t\tfor j := range m[i] {\n\t\t\tm[i][j] = rand.NormFloat64()\n\t\t}\n\t}\n\treturn m\n}")
@@ -86,6 +88,21 @@ func TestREPL(t *testing.T) {
 	p.run(":topology local", `with 1 entry:\n  1 => \[1 2 3\]`)
 	p.run("topo := :topology all")
 	p.run("topo", `with 1 entry:\n  1 => \[1 2 3\]`)
+	// describepids(procs(); filterfn=(x)->ismatch(r"tesla", x)): a host name filter.
+	p.run(":topology all ~^no-such-host", `with 0 entries:`)
+	p.run(":topology all workers ~.", `with 1 entry:\n  2 => \[2 3\]`)
+
+	// README: broadcast_shared(topo, Float32, rand(4,4), :foo); sow(reps, :(foo[1,:]), pi);
+	// reap(someworkers, :(foo[1:2,:])) → a 2×4 Float32 matrix whose first row is π: the write
+	// on the host's representative is seen by the other processes of that host.
+	p.run(":broadcastshared foo = func() [][]float32 { m := make([][]float32, 4); for i := range m { m[i] = make([]float32, 4); for j := range m[i] { m[i][j] = rand.Float32() } }; return m }()",
+		`foo shared on 1 host\(s\), representatives 1\n`)
+	p.run("reps := []int{}\nfor k := range topo {\n\treps = append(reps, k)\n}")
+	p.run(":spawnat reps for j := 0; j < 4; j++ { foo[j*4] = float32(math.Pi) }") // foo is column-major
+	p.run("someworkers := []int{reps[0] + 1}")
+	p.run(":everywhere func rows(a []float32, n, lo, hi int) [][]float32 {\n\tout := make([][]float32, hi-lo)\n\tfor i := range out {\n\t\tout[i] = make([]float32, len(a)/n)\n\t\tfor j := range out[i] {\n\t\t\tout[i][j] = a[j*n+lo+i]\n\t\t}\n\t}\n\treturn out\n}")
+	p.run("workerslices := :reap someworkers rows(foo, 4, 0, 2)")
+	p.run("workerslices[someworkers[0]]", `2×4 \[\]\[\]float32:\n +3\.14159 +3\.14159 +3\.14159 +3\.14159\n( +\d\S*){4}\n`)
 
 	// README: sow(pids, :x, :(myid()^2*randn(3))); stitch(pids, :x) → 6 elements, pid order.
 	p.run(":sow pids x = func() []float64 { v := make([]float64, 3); for i := range v { v[i] = float64(myid()*myid()) * rand.NormFloat64() }; return v }()")
