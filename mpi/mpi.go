@@ -15,7 +15,8 @@
 //
 // # How the ranks find rank 0
 //
-// Rank 0 accepts workers with package elastic. The other ranks learn its address and the
+// Rank 0 accepts workers with package elastic; its listener stays open until the cluster
+// closes (a process given its address and the cookie may join later, as with elastic). The other ranks learn its address and the
 // cluster cookie from a rendezvous file that rank 0 writes, named after the launch's job id
 // (Open MPI's OMPI_MCA_ess_base_jobid, with mpirun's own address so that a stale file of an
 // earlier launch is never taken for this one). The file is readable by its owner only,
@@ -268,13 +269,15 @@ func startDriver(ctx context.Context, w World, o options) (*dist.Cluster, error)
 	if err != nil {
 		return nil, fmt.Errorf("mpi: rank 0: %w", err)
 	}
-	ln, err := elastic.Listen(ctx, c, listen, elastic.WithConnectTimeout(o.timeout))
+	// The listener lives as long as the cluster (it closes itself at Close), not as long as
+	// ctx: closing it right after the last join can cut that worker's control connection
+	// while elastic still finishes admitting it (elastic's Listener.Close closes connections
+	// it has not yet marked as joined), which the worker takes for the driver's loss.
+	ln, err := elastic.Listen(context.WithoutCancel(ctx), c, listen, elastic.WithConnectTimeout(o.timeout))
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("mpi: rank 0: %w", err)
 	}
-	// The listener is only for the launch's ranks: none come later.
-	defer ln.Close()
 	fail := func(err error) (*dist.Cluster, error) {
 		ln.Close()
 		c.Close()
