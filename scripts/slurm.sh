@@ -165,6 +165,21 @@ check() {
     say "ok: srun, sbatch and scancel work (jobs $a $b)"
 }
 
+# A host brought down and up again (scripts/hosts-teardown.sh, hosts.sh) is a new network
+# namespace: a slurmd still in the old one is stale, and is stopped so that it starts anew.
+if [ "$MODE" = hosts ]; then
+    for h in "${NODES[@]}"; do
+        running "$DIR/slurmd-$h.pid" "$CONF" || continue
+        pid=$(cat "$DIR/slurmd-$h.pid")
+        if [ "$(readlink "/proc/$pid/ns/net")" != "$(readlink "/proc/$(cat "$HOSTS_DIR/$h/sshd.pid")/ns/net")" ]; then
+            say "slurmd of $h runs in an old namespace of that host; restarting it"
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 100); do running "$DIR/slurmd-$h.pid" "$CONF" || break; sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+            rm -f "$DIR/slurmd-$h.pid"
+        fi
+    done
+fi
 all_slurmd() {
     local h
     for h in "${NODES[@]}"; do running "$DIR/slurmd-$h.pid" "$CONF" || return 1; done
