@@ -30,6 +30,9 @@
 // GODIST_MPI_DRIVER, e.g. "node1:9100", which rank 0 listens on) and the cookie in the
 // environment of every rank (GODIST_COOKIE or GODIST_COOKIE_FILE; mpirun -x passes variables).
 //
+// Slurm's srun is a launcher too: `srun -n 8 ./prog` (inside or outside an allocation) forms
+// the same cluster, rank being SLURM_PROCID and the launch named by the job and step ids.
+//
 // Other launchers work when they set the rank and size in the environment (PMI_RANK and
 // PMI_SIZE, as MPICH's Hydra does, or PMIX_RANK with OMPI_COMM_WORLD_SIZE) and the job is
 // named by GODIST_MPI_KEY (any string unique to the launch) or WithDriverAddr is used.
@@ -46,6 +49,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/godist/dist"
@@ -66,7 +70,7 @@ const (
 
 // ErrNotLaunched is returned (errors.Is) when this process was not started by an MPI launcher
 // this package recognises.
-var ErrNotLaunched = errors.New("mpi: not started by mpirun (no OMPI_COMM_WORLD_RANK, PMIX_RANK or PMI_RANK in the environment)")
+var ErrNotLaunched = errors.New("mpi: not started by mpirun or srun (no OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK or Slurm step task in the environment)")
 
 // World is this process's place in the launch, as the launcher's environment tells it.
 type World struct {
@@ -89,16 +93,27 @@ func ThisWorld() (World, error) {
 		}
 		return 0, false
 	}
-	rank, ok := num("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+	rankVars := []string{"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}
+	sizeVars := []string{"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}
+	// A task of an srun step (not a batch script, which has SLURM_PROCID but no step id).
+	inStep := os.Getenv("SLURM_STEP_ID") != "" && os.Getenv("SLURM_JOB_ID") != ""
+	if inStep {
+		rankVars = append(rankVars, "SLURM_PROCID")
+		sizeVars = append(sizeVars, "SLURM_STEP_NUM_TASKS")
+	}
+	rank, ok := num(rankVars...)
 	if !ok {
 		return World{}, ErrNotLaunched
 	}
-	size, ok := num("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+	size, ok := num(sizeVars...)
 	if !ok || size < 1 || rank >= size {
-		return World{}, fmt.Errorf("mpi: rank %d but no valid world size (OMPI_COMM_WORLD_SIZE or PMI_SIZE)", rank)
+		return World{}, fmt.Errorf("mpi: rank %d but no valid world size (%s)", rank, strings.Join(sizeVars, ", "))
 	}
 	w := World{Rank: rank, Size: size}
 	w.LocalSize, _ = num("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS")
+	if w.LocalSize == 0 && inStep && os.Getenv("SLURM_STEP_NUM_NODES") == "1" {
+		w.LocalSize = size
+	}
 	switch {
 	case os.Getenv(EnvKey) != "":
 		w.Key = os.Getenv(EnvKey)
@@ -108,6 +123,9 @@ func ThisWorld() (World, error) {
 		// launch.
 		h := sha256.Sum256([]byte(os.Getenv("OMPI_MCA_ess_base_jobid") + "|" + os.Getenv("OMPI_MCA_orte_hnp_uri")))
 		w.Key = "ompi-" + os.Getenv("OMPI_MCA_ess_base_jobid") + "-" + hex.EncodeToString(h[:6])
+	case inStep:
+		// Job and step ids are unique within a Slurm cluster.
+		w.Key = "slurm-" + os.Getenv("SLURM_CLUSTER_NAME") + "-" + os.Getenv("SLURM_JOB_ID") + "." + os.Getenv("SLURM_STEP_ID")
 	}
 	return w, nil
 }

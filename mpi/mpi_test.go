@@ -322,12 +322,34 @@ func TestOpenDirRefused(t *testing.T) {
 
 func TestThisWorld(t *testing.T) {
 	for _, k := range []string{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE",
-		"PMIX_RANK", "PMI_RANK", "PMI_SIZE", "OMPI_MCA_ess_base_jobid", mpi.EnvKey} {
+		"PMIX_RANK", "PMI_RANK", "PMI_SIZE", "OMPI_MCA_ess_base_jobid", mpi.EnvKey,
+		"SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS",
+		"SLURM_STEP_NUM_NODES", "SLURM_CLUSTER_NAME"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}
 	if _, err := mpi.ThisWorld(); !errors.Is(err, mpi.ErrNotLaunched) {
 		t.Fatalf("outside mpirun: %v", err)
+	}
+	// A Slurm batch script has a task id but is no launch of several ranks.
+	t.Setenv("SLURM_JOB_ID", "77")
+	t.Setenv("SLURM_PROCID", "0")
+	t.Setenv("SLURM_NTASKS", "4")
+	if _, err := mpi.ThisWorld(); !errors.Is(err, mpi.ErrNotLaunched) {
+		t.Fatalf("in a batch script: %v", err)
+	}
+	// A task of an srun step is.
+	t.Setenv("SLURM_STEP_ID", "3")
+	t.Setenv("SLURM_PROCID", "1")
+	t.Setenv("SLURM_STEP_NUM_TASKS", "4")
+	t.Setenv("SLURM_STEP_NUM_NODES", "1")
+	t.Setenv("SLURM_CLUSTER_NAME", "c")
+	w, err := mpi.ThisWorld()
+	if err != nil || w != (mpi.World{Rank: 1, Size: 4, LocalSize: 4, Key: "slurm-c-77.3"}) {
+		t.Fatalf("srun task: %+v %v", w, err)
+	}
+	for _, k := range []string{"SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS"} {
+		os.Unsetenv(k)
 	}
 	t.Setenv("PMI_RANK", "2")
 	t.Setenv("PMI_SIZE", "2")
@@ -336,7 +358,7 @@ func TestThisWorld(t *testing.T) {
 	}
 	t.Setenv("PMI_SIZE", "5")
 	t.Setenv(mpi.EnvKey, "job7")
-	w, err := mpi.ThisWorld()
+	w, err = mpi.ThisWorld()
 	if err != nil || w != (mpi.World{Rank: 2, Size: 5, Key: "job7"}) {
 		t.Fatalf("Hydra-style: %+v %v", w, err)
 	}
@@ -348,5 +370,67 @@ func TestThisWorld(t *testing.T) {
 	w, err = mpi.ThisWorld()
 	if err != nil || w.Rank != 0 || w.Size != 3 || w.LocalSize != 3 || !strings.HasPrefix(w.Key, "ompi-4242-") {
 		t.Fatalf("Open MPI: %+v %v", w, err)
+	}
+}
+
+// srunProgram runs the test binary as an np-task srun step of the Slurm cluster configured by
+// conf (with extra srun arguments) and returns its output once it exited 0.
+func srunProgram(t *testing.T, conf, setup string, np int, extra ...string) string {
+	t.Helper()
+	if _, err := os.Stat(conf); err != nil {
+		msg := "no Slurm cluster (" + conf + "): run " + setup + " as root"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	args := append([]string{"--ntasks=" + fmt.Sprint(np), "--overcommit", "--time=5", "--job-name=godist-test",
+		"--chdir=" + dir, "--export=ALL," + envProgram + "=1,HOME=" + dir}, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "srun", append(args, exe)...)
+	cmd.Env = append(os.Environ(), "SLURM_CONF="+conf)
+	cmd.WaitDelay = 5 * time.Second
+	t0 := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("srun: %v\n%s", err, out)
+	}
+	t.Logf("srun -n %d (%v):\n%s", np, time.Since(t0).Round(time.Millisecond), out)
+	if want := fmt.Sprintf("mpi program ok: %d ranks", np); !strings.Contains(string(out), want) {
+		t.Fatalf("no %q in the output", want)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, ".godist", "mpi")); len(left) != 0 {
+		t.Errorf("rendezvous files left: %v", left)
+	}
+	return string(out)
+}
+
+// srun is a launcher too: the tasks of one step form the cluster (one node: unix sockets, the
+// rendezvous under os.TempDir).
+func TestSrun(t *testing.T) {
+	if _, err := exec.LookPath("srun"); err != nil && os.Getenv("CI") != "true" {
+		t.Skip("srun not found; run scripts/slurm.sh as root")
+	}
+	out := srunProgram(t, "/run/godist/slurm/slurm.conf", "scripts/slurm.sh", 3)
+	if !strings.Contains(out, "workers listen on [unix]") {
+		t.Error("tasks of a one-node step do not use unix sockets")
+	}
+}
+
+// One task per node of the several-node Slurm cluster on the test hosts: TCP, the rendezvous
+// in $HOME/.godist/mpi.
+func TestSrunHosts(t *testing.T) {
+	if _, err := exec.LookPath("srun"); err != nil && os.Getenv("CI") != "true" {
+		t.Skip("srun not found; run scripts/hosts.sh and scripts/slurm.sh hosts as root")
+	}
+	out := srunProgram(t, "/run/godist/slurm-hosts/slurm.conf", "scripts/hosts.sh && scripts/slurm.sh hosts", 3, "--nodes=3")
+	if !strings.Contains(out, "ranks on hosts [h1 h2 h3]") || !strings.Contains(out, "workers listen on [tcp]") {
+		t.Error("the tasks are not one per host, over TCP")
 	}
 }
