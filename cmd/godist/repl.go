@@ -134,6 +134,10 @@ func (r *repl) main(ctx context.Context, load, histFile string) int {
 	if err := loadPrelude(ctx, r.c); err != nil {
 		fmt.Fprintln(r.errOut, "error:", err)
 	}
+	// args is Julia's ARGS, empty here, so that a script written for godist run loads too.
+	if err := script.SowValue(ctx, r.c, r.c.Procs(), "args", []string{}); err != nil {
+		fmt.Fprintln(r.errOut, "error:", err)
+	}
 	if load != "" {
 		if err := r.loadFile(ctx, load); err != nil {
 			fmt.Fprintln(r.errOut, "error:", err)

@@ -24,9 +24,22 @@ func TestREPL(t *testing.T) {
 		t.Fatal(err)
 	}
 	hist := filepath.Join(dir, "history")
+	primes, err := filepath.Abs(filepath.Join("..", "..", "examples", "scripts", "primes.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := startPane(t, []string{"TMPDIR=" + tmp, "GODIST_HISTORY=" + hist, "HOME=" + dir},
-		"sh", "-c", "cd "+dir+" && exec "+bin+" repl -p 2")
+		"sh", "-c", "cd "+dir+" && exec "+bin+" repl -p 2 -L "+primes)
 	p.expect(60*time.Second, `driver 1, workers 2, 3`)
+
+	// -L loaded the script's declarations everywhere; :include loads another file.
+	p.run(":reap all countPrimes(0, 100)", `with 3 entries:\n  1 => 25\n  2 => 25\n  3 => 25\n`)
+	extra := filepath.Join(dir, "extra.go")
+	if err := os.WriteFile(extra, []byte("package main\n\nfunc twice(x int) int { return 2 * x }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.run(":include " + extra)
+	p.run(":reap workers twice(myid())", `  2 => 4\n  3 => 6\n`)
 
 	// The workers' OS pids, to check at the end that they are gone.
 	out := p.run(":procs", `(?m)^2\s+\S+\s+\d+\s+unix`, `(?m)^3\s+\S+\s+\d+\s+unix`)
