@@ -572,7 +572,8 @@ func TestDriverKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), envOrphan+"=1")
+	// Its socket directory goes in the test's: a killed driver cannot remove it.
+	cmd.Env = append(os.Environ(), envOrphan+"=1", "TMPDIR="+t.TempDir())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
