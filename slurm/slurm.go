@@ -34,6 +34,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,8 +172,9 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 		}
 	}
 	var (
-		sl  slots
-		err error
+		sl    slots
+		err   error
+		alloc *allocation // requested for this launch
 	)
 	switch job := m.o.job; {
 	case job == "" && InAllocation():
@@ -183,15 +185,17 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 			return nil, err
 		}
 	default:
-		a, err := m.allocate(ctx, spec.Count)
-		if err != nil {
+		if alloc, err = m.allocate(ctx, spec.Count); err != nil {
 			return nil, err
 		}
-		sl = a.slots
+		sl = alloc.slots
 	}
 
 	nodes, err := m.place(sl, spec.Count)
 	if err != nil {
+		if alloc != nil {
+			m.drop(alloc)
+		}
 		return nil, err
 	}
 	type res struct {
@@ -229,7 +233,19 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 		}
 		procs = append(procs, r.p)
 	}
+	if len(procs) == 0 && alloc != nil {
+		// Nothing runs in it: hold no resources for nothing.
+		m.drop(alloc)
+	}
 	return procs, errors.Join(errs...)
+}
+
+// drop releases an allocation this manager requested and forgets it.
+func (m *Manager) drop(a *allocation) {
+	m.mu.Lock()
+	m.allocs = slices.DeleteFunc(m.allocs, func(b *allocation) bool { return b == a })
+	m.mu.Unlock()
+	a.release()
 }
 
 // place picks a node for each of count new workers in the job: the one with the fewest of this

@@ -681,3 +681,27 @@ func TestWithJob(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, "steps ended", func() bool { return len(squeue(t, "--steps", "--jobs="+job)) == 0 })
 }
+
+// A worker program that cannot run fails the launch with what Slurm said, and the allocation
+// requested for it is released at once.
+func TestBadExecutable(t *testing.T) {
+	needSlurm(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m := slurm.New(slurm.WithExecutable("/nonexistent/godist-worker"), slurm.WithJobName("godist-badexe"))
+	defer m.Close()
+	procs, err := m.Launch(ctx, dist.LaunchSpec{Count: 1, Config: dist.WorkerConfig{Cookie: "x"}, Timeout: 30 * time.Second})
+	if err == nil || len(procs) != 0 {
+		t.Fatalf("launch of a missing program: %v %v", procs, err)
+	}
+	if !strings.Contains(err.Error(), "/nonexistent/godist-worker") {
+		t.Errorf("error does not name the program: %v", err)
+	}
+	t.Log(err)
+	if len(m.Jobs()) != 0 {
+		t.Errorf("allocations still held: %v", m.Jobs())
+	}
+	eventually(t, 20*time.Second, "the allocation released", func() bool {
+		return len(squeue(t, "--name=godist-badexe")) == 0
+	})
+}
