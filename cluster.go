@@ -3,6 +3,7 @@ package dist
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -38,6 +39,9 @@ type config struct {
 	topology      Topology
 	portMin       int // when not 0, TCP listeners asked for port 0 take one in [portMin, portMax]
 	portMax       int
+	tlsFiles      TLSFiles
+	tls           *tls.Config // nil: plain TCP
+	connTimeout   time.Duration
 }
 
 // WithWorkers sets how many workers Start launches (default runtime.NumCPU()).
@@ -60,6 +64,24 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // (default 60s). A worker that is not ready by then is killed and reported as an error.
 func WithLaunchTimeout(d time.Duration) Option { return func(c *config) { c.launchTimeout = d } }
 
+// WithConnectTimeout bounds how long opening a connection to another process of the cluster
+// may take, dialling and handshakes (TLS, cookie) included (default 10s); the driver's
+// connections to its workers and the workers' to each other. A connection that is not up
+// in time fails with an error wrapping ErrConnectTimeout that names the address.
+func WithConnectTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.connTimeout = d
+		}
+	}
+}
+
+// ErrConnectTimeout is wrapped by the error of a connection that was not up within the
+// connect timeout (WithConnectTimeout).
+var ErrConnectTimeout = errors.New("dist: connect timeout")
+
+const defaultConnectTimeout = 10 * time.Second
+
 // WithNetwork sets how workers launched with this option listen: "unix" (the default for the
 // local manager, ~3x lower latency than TCP on one host) or "tcp" with bind as the host:port
 // (port 0 for any free port; "127.0.0.1:0" by default).
@@ -80,6 +102,7 @@ func newConfig(opts []Option) config {
 		logger:        slog.Default(),
 		launchTimeout: 60 * time.Second,
 		limits:        wire.DefaultLimits,
+		connTimeout:   defaultConnectTimeout,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -192,6 +215,12 @@ func Start(ctx context.Context, opts ...Option) (*Cluster, error) {
 		var b [16]byte
 		rand.Read(b[:])
 		cookie = hex.EncodeToString(b[:])
+	}
+	if !cfg.tlsFiles.isZero() {
+		var err error
+		if cfg.tls, err = LoadTLS(cfg.tlsFiles); err != nil {
+			return nil, err
+		}
 	}
 	c := newCluster(cfg, []byte(cookie), true)
 	c.me.Store(1)
@@ -518,21 +547,38 @@ func (c *Cluster) dialPeer(ctx context.Context, info peerInfo) (*wire.Conn, erro
 	return conn, nil
 }
 
-// dial opens an authenticated connection to addr; pid is the process expected there.
+// dial opens an authenticated connection to addr (TLS first for TCP when the cluster has it,
+// then the cookie handshake), within the connect timeout; pid is the process expected there.
 func (c *Cluster) dial(ctx context.Context, network, addr string, pid int) (*wire.Conn, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	nc, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s %s: %w", network, addr, err)
+	timeout := c.cfg.connTimeout
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	fail := func(stage string, err error) error {
+		if ctx.Err() == nil && (dctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+			return fmt.Errorf("%w: %s %s not connected within %v (%s: %v)", ErrConnectTimeout, network, addr, timeout, stage, err)
+		}
+		return fmt.Errorf("%s %s %s: %w", stage, network, addr, err)
 	}
-	if err := wire.Dial(nc, c.cookie, handshakeTimeout); err != nil {
+	var d net.Dialer
+	nc, err := d.DialContext(dctx, network, addr)
+	if err != nil {
+		return nil, fail("dial", err)
+	}
+	if network == "tcp" && c.cfg.tls != nil {
+		tc := tls.Client(nc, c.cfg.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, fail("TLS handshake", err)
+		}
+		nc = tc
+	}
+	dl, _ := dctx.Deadline()
+	if err := wire.Dial(nc, c.cookie, time.Until(dl)); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("%s %s: %w", network, addr, err)
+		return nil, fail("cookie handshake", err)
 	}
 	return c.serveConn(nc, pid), nil
 }
-
-const handshakeTimeout = 10 * time.Second
 
 // connState is what this process knows about one connection.
 type connState struct {

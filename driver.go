@@ -55,6 +55,8 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 			ConnectTimeout: cfg.launchTimeout,
 			PortMin:        cfg.portMin,
 			PortMax:        cfg.portMax,
+			TLS:            cfg.tlsFiles,
+			DialTimeout:    cfg.connTimeout,
 		},
 		Timeout: cfg.launchTimeout,
 	}

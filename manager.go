@@ -39,6 +39,12 @@ type WorkerConfig struct {
 	// asks for port 0 takes its port from (a firewall opened for that range only).
 	PortMin int `json:"port_min,omitempty"`
 	PortMax int `json:"port_max,omitempty"`
+	// TLS, when set, makes the worker's TCP connections mutual TLS with these files, which
+	// must exist on the worker's host (see WithTLS).
+	TLS TLSFiles `json:"tls,omitzero"`
+	// DialTimeout bounds the worker's own connections to other workers (WithConnectTimeout);
+	// 0 for the default.
+	DialTimeout time.Duration `json:"dial_timeout,omitempty"`
 }
 
 // LaunchSpec is what a Manager is asked to start.

@@ -1,6 +1,7 @@
 package dist
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -28,6 +29,16 @@ func (cfg *config) applyWorker(wc WorkerConfig) error {
 			return err
 		}
 		cfg.portMin, cfg.portMax = wc.PortMin, wc.PortMax
+	}
+	if wc.DialTimeout > 0 {
+		cfg.connTimeout = wc.DialTimeout
+	}
+	if !wc.TLS.isZero() {
+		t, err := LoadTLS(wc.TLS)
+		if err != nil {
+			return err
+		}
+		cfg.tlsFiles, cfg.tls = wc.TLS, t
 	}
 	return nil
 }
@@ -70,9 +81,20 @@ func (c *Cluster) listen(wc WorkerConfig) (net.Listener, string, string, error) 
 
 // Listen opens a listener for connections into this cluster's processes, with the cluster's
 // network settings applied: network "unix" (address a socket path) or "tcp" (address
-// host:port; with port 0 and WithPortRange, a port of the range). Package elastic listens
+// host:port; with port 0 and WithPortRange, a port of the range; with WithTLS, connections
+// accepted are TLS servers). Package elastic listens
 // with it; other helpers that accept connections for the cluster should too.
 func (c *Cluster) Listen(network, address string) (net.Listener, error) {
+	ln, err := c.listenPorts(network, address)
+	if err != nil || network != "tcp" || c.cfg.tls == nil {
+		return ln, err
+	}
+	// The TLS handshake runs on the connection's first read or write, which the cookie
+	// handshake's deadline bounds.
+	return tls.NewListener(ln, c.cfg.tls), nil
+}
+
+func (c *Cluster) listenPorts(network, address string) (net.Listener, error) {
 	if network != "tcp" || c.cfg.portMin == 0 {
 		return net.Listen(network, address)
 	}

@@ -214,7 +214,7 @@ func (c *Cluster) acceptLoop(ln net.Listener) {
 		}
 		go func() {
 			defer c.bg.done()
-			if err := wire.Accept(nc, c.cookie, handshakeTimeout); err != nil {
+			if err := wire.Accept(nc, c.cookie, c.cfg.connTimeout); err != nil {
 				c.log.Error("rejected connection", "remote", nc.RemoteAddr().String(), "err", err)
 				nc.Close()
 				return

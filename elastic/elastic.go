@@ -45,6 +45,7 @@ package elastic
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,6 +75,8 @@ type options struct {
 	logger         *slog.Logger
 	portMin        int
 	portMax        int
+	tls            dist.TLSFiles
+	tlsSet         bool
 }
 
 // WithCookie sets the cluster cookie a worker proves it knows (Serve only). The default is
@@ -96,6 +99,14 @@ func WithListen(network, bind string) Option {
 // the driver's listener takes the cluster's dist.WithPortRange).
 func WithPortRange(lo, hi int) Option {
 	return func(o *options) { o.portMin, o.portMax = lo, hi }
+}
+
+// WithTLS makes a worker's TCP connections mutual TLS with these files (Serve only; the
+// default is dist.TLSFilesFromEnv, none if GODIST_TLS_CERT is not set). The driver's listener
+// is TLS when its cluster was started with dist.WithTLS; both must use certificates signed by
+// the same CA.
+func WithTLS(files dist.TLSFiles) Option {
+	return func(o *options) { o.tls, o.tlsSet = files, true }
 }
 
 // WithConnectTimeout bounds (Serve) how long a worker keeps trying to reach the driver and
@@ -464,14 +475,24 @@ func Serve(ctx context.Context, driverAddr string, opts ...Option) error {
 	if cookie == "" {
 		return fmt.Errorf("elastic: no cookie: set %s or %s, or use WithCookie", dist.EnvCookie, dist.EnvCookieFile)
 	}
+	files := o.tls
+	if !o.tlsSet {
+		files = dist.TLSFilesFromEnv()
+	}
+	var tconf *tls.Config
+	if files != (dist.TLSFiles{}) {
+		if tconf, err = dist.LoadTLS(files); err != nil {
+			return fmt.Errorf("elastic: %w", err)
+		}
+	}
 	deadline := time.Now().Add(o.connectTimeout)
-	nc, err := dialDriver(ctx, network, address, []byte(cookie), deadline)
+	nc, err := dialDriver(ctx, network, address, []byte(cookie), tconf, deadline)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 
-	wc := dist.WorkerConfig{Cookie: cookie, Network: o.network, Bind: o.bind, ConnectTimeout: time.Until(deadline), PortMin: o.portMin, PortMax: o.portMax}
+	wc := dist.WorkerConfig{Cookie: cookie, Network: o.network, Bind: o.bind, ConnectTimeout: time.Until(deadline), PortMin: o.portMin, PortMax: o.portMax, TLS: files}
 	if wc.Network == "" {
 		wc.Network = network
 		if network == "unix" {
@@ -548,12 +569,22 @@ func readControl(nc net.Conn, driverAddr string) error {
 
 // dialDriver connects to the driver and proves the cookie, retrying refused or unreachable
 // connections until deadline: a worker may start before its driver listens.
-func dialDriver(ctx context.Context, network, address string, cookie []byte, deadline time.Time) (net.Conn, error) {
+func dialDriver(ctx context.Context, network, address string, cookie []byte, tconf *tls.Config, deadline time.Time) (net.Conn, error) {
 	wait := 50 * time.Millisecond
 	for {
 		dctx, cancel := context.WithDeadline(ctx, deadline)
 		var d net.Dialer
 		nc, err := d.DialContext(dctx, network, address)
+		if err == nil && tconf != nil && network == "tcp" {
+			tc := tls.Client(nc, tconf)
+			if err = tc.HandshakeContext(dctx); err != nil {
+				nc.Close()
+				cancel()
+				// A certificate the driver refuses will not be accepted on a retry.
+				return nil, fmt.Errorf("elastic: driver at %s: TLS handshake: %w", address, err)
+			}
+			nc = tc
+		}
 		cancel()
 		if err == nil {
 			err = wire.Dial(nc, cookie, min(time.Until(deadline), 30*time.Second))
@@ -563,6 +594,14 @@ func dialDriver(ctx context.Context, network, address string, cookie []byte, dea
 			nc.Close()
 			if errors.Is(err, wire.ErrCookie) {
 				return nil, fmt.Errorf("elastic: driver at %s: %w", address, err)
+			}
+			if tconf != nil && strings.Contains(err.Error(), "remote error: tls") {
+				// The driver refused our certificate (TLS 1.3 tells the client after its
+				// handshake): a retry would be refused the same way.
+				return nil, fmt.Errorf("elastic: driver at %s refused this worker's TLS certificate: %w", address, err)
+			}
+			if tconf == nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				err = fmt.Errorf("%w (no handshake from the driver: does its listener use TLS? see dist.WithTLS and %s)", err, dist.EnvTLSCert)
 			}
 		}
 		if ctx.Err() != nil {

@@ -409,7 +409,9 @@ func TestWorkersLeaveWithDriver(t *testing.T) {
 	})
 	_ = ctx
 	cmd.Process.Kill()
-	if code := w.exit(t, 10*time.Second); code != 3 {
+	code := w.exit(t, 10*time.Second)
+	t.Logf("driver at %s; worker said %q", addr, w.output())
+	if code != 3 {
 		t.Fatalf("worker after its driver died: exit %d, said %q", code, w.output())
 	}
 }
