@@ -156,6 +156,30 @@ func (p *pane) expect(timeout time.Duration, patterns ...string) string {
 	}
 }
 
+// waitLast waits until the pane's last line is s.
+func (p *pane) waitLast(s string) {
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		lines := p.lines()
+		if lines[len(lines)-1] == s {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("the last line is not %q; the pane shows:\n%s", s, strings.Join(lines, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// shows reports whether the output after what expect consumed matches pattern.
+func (p *pane) shows(pattern string) bool {
+	p.t.Helper()
+	lines := p.lines()
+	start := min(max(p.seen-1, 0), len(lines))
+	return regexp.MustCompile(pattern).MatchString(strings.Join(lines[start:], "\n"))
+}
+
 // run types one entry (lines joined by Enter) and waits for its output.
 func (p *pane) run(entry string, patterns ...string) string {
 	p.t.Helper()
