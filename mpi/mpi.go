@@ -15,8 +15,9 @@
 //
 // # How the ranks find rank 0
 //
-// Rank 0 accepts workers with package elastic; its listener stays open until the cluster
-// closes (a process given its address and the cookie may join later, as with elastic). The other ranks learn its address and the
+// Rank 0 accepts workers with package elastic; its TCP listener stays open until the cluster
+// closes (a process given its address and the cookie may join later, as with elastic), a unix
+// socket's path is removed once all ranks have joined. The other ranks learn its address and the
 // cluster cookie from a rendezvous file that rank 0 writes, named after the launch's job id
 // (Open MPI's OMPI_MCA_ess_base_jobid, with mpirun's own address so that a stale file of an
 // earlier launch is never taken for this one). The file is readable by its owner only,
@@ -321,6 +322,11 @@ func startDriver(ctx context.Context, w World, o options) (*dist.Cluster, error)
 		case <-ctx.Done():
 			return fail(fmt.Errorf("mpi: rank 0: waiting for the other ranks: %w", ctx.Err()))
 		}
+	}
+	// A unix socket's path is only for finding rank 0: once all have joined it goes, so that
+	// none is left behind if this process exits before the listener's own cleanup has run.
+	if path, ok := strings.CutPrefix(ln.Addr(), "unix:"); ok {
+		os.Remove(path)
 	}
 	return c, nil
 }
