@@ -27,8 +27,9 @@ const (
 // reply carries either a value or an evaluation error. Evaluation errors travel as data, not
 // as the remote function's error, so that the caller gets a typed *EvalError back.
 type reply struct {
-	Val *Value
-	Err *EvalError
+	Val  *Value
+	Err  *EvalError
+	Tail bool `cbor:",omitempty"` // Val's bytes are the packed message's tail (script.eval only)
 }
 
 func myPid(ctx context.Context) int {
@@ -50,8 +51,9 @@ func finish(ctx context.Context, val *Value, err error) (reply, error) {
 	return reply{Val: val}, nil
 }
 
-var evalFn = dist.NewFunc("script.eval", func(ctx context.Context, r evalReq) (reply, error) {
-	var out *Value
+// evalFn replies with a packed reply (see pack): a numeric slice result travels as raw bytes.
+var evalFn = dist.NewFunc("script.eval", func(ctx context.Context, r evalReq) ([]byte, error) {
+	var packed []byte
 	err := current().with(ctx, func(e engine) error {
 		v, err := e.eval(ctx, r.Code)
 		if err != nil {
@@ -59,34 +61,70 @@ var evalFn = dist.NewFunc("script.eval", func(ctx context.Context, r evalReq) (r
 		}
 		switch r.Want {
 		case wantNone:
-			return nil
+			packed, err = pack(reply{}, nil)
+			return err
 		case wantValue:
 			if !v.IsValid() {
 				return &EvalError{Kind: KindValue, Msg: "the code has no value (a declaration or a statement)"}
 			}
 		}
-		w, err := encodeValue(v)
+		w, tail, isTail, err := describeForPack(v)
 		if err != nil {
 			return &EvalError{Kind: KindValue, Msg: err.Error()}
 		}
-		out = &w
-		return nil
+		// Packed while the namespace is held: pack copies the tail, which the namespace may
+		// change once we let go of it.
+		packed, err = pack(reply{Val: &w, Tail: isTail}, tail)
+		return err
 	})
-	return finish(ctx, out, err)
+	if err == nil {
+		return packed, nil
+	}
+	rep, err := finish(ctx, nil, err)
+	if err != nil {
+		return nil, err
+	}
+	return pack(rep, nil)
 })
 
-// sowReq asks a process to assign to target the value of Expr, or Val when Expr is empty.
+// unpackReply undoes evalFn's packing.
+func unpackReply(b []byte) (reply, error) {
+	var r reply
+	tail, err := unpack(b, &r)
+	if err != nil {
+		return reply{}, err
+	}
+	if r.Tail {
+		if r.Val == nil {
+			return reply{}, errors.New("script: malformed reply: a tail without a value")
+		}
+		r.Val.tail, r.Val.raw = true, tail
+	}
+	return r, nil
+}
+
+// sowReq asks a process to assign to target the value of Expr, or Val when Expr is empty. It
+// travels packed (see pack): with Tail, Val's bytes are the message's tail.
 type sowReq struct {
 	Target string
 	Expr   string
 	Val    *Value
+	Tail   bool `cbor:",omitempty"`
 }
 
-var sowFn = dist.NewFunc("script.sow", func(ctx context.Context, r sowReq) (reply, error) {
+var sowFn = dist.NewFunc("script.sow", func(ctx context.Context, b []byte) (reply, error) {
+	var r sowReq
+	tail, err := unpack(b, &r)
+	if err != nil {
+		return reply{}, err
+	}
 	var v reflect.Value
 	if r.Expr == "" {
 		if r.Val == nil {
 			return reply{}, errors.New("script: sow without a value")
+		}
+		if r.Tail {
+			r.Val.tail, r.Val.raw = true, tail
 		}
 		var err error
 		if v, err = decodeValue(*r.Val); err != nil {
@@ -95,8 +133,12 @@ var sowFn = dist.NewFunc("script.sow", func(ctx context.Context, r sowReq) (repl
 		if v.Kind() == reflect.Interface && !v.IsNil() {
 			v = v.Elem()
 		}
+		if r.Tail && dist.CallerPid(ctx) == myPid(ctx) {
+			// A local call shares the caller's memory: the namespace must not alias it.
+			v = cloneSlice(v)
+		}
 	}
-	err := current().with(ctx, func(e engine) error {
+	err = current().with(ctx, func(e engine) error {
 		if r.Expr != "" {
 			var err error
 			if v, err = e.eval(ctx, r.Expr); err != nil {
@@ -111,18 +153,43 @@ var sowFn = dist.NewFunc("script.sow", func(ctx context.Context, r sowReq) (repl
 	return finish(ctx, nil, err)
 })
 
-// call runs f on every pid concurrently and returns the values by pid. Like dist's Func.On, the
-// error, if any, is the failure of the lowest pid, and the map holds the results that arrived.
-// It stops waiting when ctx ends, also for a pid that is this process (whose evaluation runs
-// here, in a goroutine of its own).
+func cloneSlice(v reflect.Value) reflect.Value {
+	c := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+	reflect.Copy(c, v)
+	return c
+}
+
+// call runs f on every pid concurrently and returns the values by pid (see callEach).
 func call[In any](ctx context.Context, c *dist.Cluster, pids []int, f *dist.Func[In, reply], in func(pid int) In) (map[int]*Value, error) {
-	one := func(p int) (*Value, error) {
+	return callEach(ctx, c, pids, func(p int) (*Value, error) {
 		r, err := f.Call(ctx, c, p, in(p))
 		if err == nil && r.Err != nil {
 			err = r.Err
 		}
 		return r.Val, err
-	}
+	})
+}
+
+// callEval runs evalFn with r on every pid.
+func callEval(ctx context.Context, c *dist.Cluster, pids []int, r evalReq) (map[int]*Value, error) {
+	return callEach(ctx, c, pids, func(p int) (*Value, error) {
+		b, err := evalFn.Call(ctx, c, p, r)
+		if err != nil {
+			return nil, err
+		}
+		rep, err := unpackReply(b)
+		if err == nil && rep.Err != nil {
+			err = rep.Err
+		}
+		return rep.Val, err
+	})
+}
+
+// callEach runs one on every pid concurrently and returns the values by pid. Like dist's
+// Func.On, the error, if any, is the failure of the lowest pid, and the map holds the results
+// that arrived. It stops waiting when ctx ends, also for a pid that is this process (whose
+// evaluation runs here, in a goroutine of its own).
+func callEach(ctx context.Context, c *dist.Cluster, pids []int, one func(p int) (*Value, error)) (map[int]*Value, error) {
 	if len(pids) == 1 && pids[0] != c.MyID() && pids[0] != dist.Any {
 		// A remote call returns on cancellation by itself; no goroutine hop needed.
 		v, err := one(pids[0])
@@ -184,11 +251,6 @@ func decodeAll(vals map[int]*Value, err error) (map[int]any, error) {
 	return out, err
 }
 
-func same(code string, want int) func(int) evalReq {
-	r := evalReq{Code: code, Want: want}
-	return func(int) evalReq { return r }
-}
-
 // Eval runs code in the namespace of each of pids, concurrently, and returns the value of each
 // one's last expression statement by pid (nil where the code ends with a declaration or a
 // statement without a value). code is Go: statements (x := myid()), expressions
@@ -198,7 +260,7 @@ func same(code string, want int) func(int) evalReq {
 // of the others. Cancelling ctx stops waiting and stops the interpreted code at its next step
 // (a compiled call it is inside, like time.Sleep, runs to its end).
 func Eval(ctx context.Context, c *dist.Cluster, pids []int, code string) (map[int]any, error) {
-	return decodeAll(call(ctx, c, pids, evalFn, same(code, wantAny)))
+	return decodeAll(callEval(ctx, c, pids, evalReq{Code: code, Want: wantAny}))
 }
 
 // EvalAt is Eval on one process (Julia's @fetchfrom pid expr).
@@ -214,13 +276,13 @@ func EvalAt(ctx context.Context, c *dist.Cluster, pid int, code string) (any, er
 // code without a value is an error (ClusterUtils' reap). Reap(ctx, c, pids, "x") fetches the
 // global x of each process.
 func Reap(ctx context.Context, c *dist.Cluster, pids []int, expr string) (map[int]any, error) {
-	return decodeAll(call(ctx, c, pids, evalFn, same(expr, wantValue)))
+	return decodeAll(callEval(ctx, c, pids, evalReq{Code: expr, Want: wantValue}))
 }
 
 // RunAt runs code on process pid and discards its value (the notebook's @runat): unlike Eval,
 // a value that cannot cross processes is no error.
 func RunAt(ctx context.Context, c *dist.Cluster, pid int, code string) error {
-	_, err := call(ctx, c, []int{pid}, evalFn, same(code, wantNone))
+	_, err := callEval(ctx, c, []int{pid}, evalReq{Code: code, Want: wantNone})
 	return err
 }
 
@@ -228,7 +290,7 @@ func RunAt(ctx context.Context, c *dist.Cluster, pid int, code string) error {
 // and discards the values (Julia's @everywhere): the way to define functions and types in all
 // namespaces.
 func Everywhere(ctx context.Context, c *dist.Cluster, code string) error {
-	_, err := call(ctx, c, c.Procs(), evalFn, same(code, wantNone))
+	_, err := callEval(ctx, c, c.Procs(), evalReq{Code: code, Want: wantNone})
 	return err
 }
 
@@ -241,7 +303,7 @@ func EverywhereElse(ctx context.Context, c *dist.Cluster, code string) error {
 			pids = append(pids, p)
 		}
 	}
-	_, err := call(ctx, c, pids, evalFn, same(code, wantNone))
+	_, err := callEval(ctx, c, pids, evalReq{Code: code, Want: wantNone})
 	return err
 }
 
@@ -263,7 +325,11 @@ func Sow(ctx context.Context, c *dist.Cluster, pids []int, target, expr string) 
 	if err := checkTarget(target); err != nil {
 		return err
 	}
-	_, err := call(ctx, c, pids, sowFn, func(int) sowReq { return sowReq{Target: target, Expr: expr} })
+	b, err := pack(sowReq{Target: target, Expr: expr}, nil)
+	if err != nil {
+		return err
+	}
+	_, err = call(ctx, c, pids, sowFn, func(int) []byte { return b })
 	return err
 }
 
@@ -273,11 +339,15 @@ func SowValue(ctx context.Context, c *dist.Cluster, pids []int, target string, v
 	if err := checkTarget(target); err != nil {
 		return err
 	}
-	w, err := encodeValue(reflect.ValueOf(v))
+	w, tail, isTail, err := describeForPack(reflect.ValueOf(v))
 	if err != nil {
 		return err
 	}
-	_, err = call(ctx, c, pids, sowFn, func(int) sowReq { return sowReq{Target: target, Val: &w} })
+	b, err := pack(sowReq{Target: target, Val: &w, Tail: isTail}, tail)
+	if err != nil {
+		return err
+	}
+	_, err = call(ctx, c, pids, sowFn, func(int) []byte { return b })
 	return err
 }
 

@@ -202,3 +202,40 @@ func TestInterpreterTypesCross(t *testing.T) {
 		t.Fatalf("EvalLocal func = %#v", f)
 	}
 }
+
+// TestBulkValues: numeric slices travel as raw bytes both ways, and neither side aliases the
+// other's memory, also when the caller is one of the pids.
+func TestBulkValues(t *testing.T) {
+	c, _ := disttest.Start(t, 1)
+	ctx := ctxT(t)
+	v := make([]float64, 1<<18)
+	for i := range v {
+		v[i] = float64(i) * 0.5
+	}
+	if err := script.SowValue(ctx, c, []int{1, 2}, "bulk", v); err != nil {
+		t.Fatal(err)
+	}
+	v[7] = -1 // the namespaces hold copies
+	got, err := script.Reap(ctx, c, []int{1, 2}, "bulk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []int{1, 2} {
+		b, ok := got[p].([]float64)
+		if !ok || len(b) != len(v) || b[7] != 3.5 || b[len(b)-1] != float64(len(b)-1)*0.5 {
+			t.Fatalf("bulk on %d: %T len %d", p, got[p], len(b))
+		}
+	}
+	got[1].([]float64)[8] = -2 // the reaped value is a copy too
+	again, err := script.Reap(ctx, c, []int{1}, "bulk[8]")
+	if err != nil || again[1] != 4.0 {
+		t.Fatalf("bulk[8] = %v, %v", again, err)
+	}
+	for _, code := range []string{"[]int32{-1, 2}", "[]byte(\"abc\")", "[]uint64{}", "[]float32(nil)"} {
+		got, err := script.Reap(ctx, c, []int{2}, code)
+		if err != nil {
+			t.Fatalf("%s: %v", code, err)
+		}
+		t.Logf("%s -> %#v", code, got[2])
+	}
+}

@@ -38,6 +38,9 @@ type Value struct {
 	_ struct{}        `cbor:",toarray"`
 	T string          // the type, in Go syntax: "[]float64", "map[string]any", "struct { A int }"
 	V cbor.RawMessage // the CBOR encoding; raw little-endian bytes (a byte string) for numeric slices
+
+	tail bool   // the bytes are not in V but in raw: the tail of a packed message (see pack)
+	raw  []byte // that tail
 }
 
 const valueTag = 0x676f64 // "god": marks a Value nested in an interface slot
@@ -117,6 +120,12 @@ func decodeValue(w Value) (reflect.Value, error) {
 	t, err := buildType(w.T)
 	if err != nil {
 		return reflect.Value{}, err
+	}
+	if w.tail {
+		if !isNumericSlice(t) {
+			return reflect.Value{}, fmt.Errorf("script: a raw tail for %s", w.T)
+		}
+		return sliceFromRaw(t, w.raw)
 	}
 	if isNumericSlice(t) {
 		var raw []byte

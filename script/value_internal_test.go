@@ -163,3 +163,30 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUnpack feeds arbitrary bytes to the decoder of script.eval's replies (which arrive from
+// other processes): it must return a value or an error, never panic.
+func FuzzUnpack(f *testing.F) {
+	for _, v := range []any{[]float64{1, 2, 3}, []int32{-1}, map[string]any{"a": 1}, "s", nil} {
+		w, tail, isTail, err := describeForPack(reflect.ValueOf(v))
+		if err != nil {
+			f.Fatal(err)
+		}
+		b, err := pack(reply{Val: &w, Tail: isTail}, tail)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	b, _ := pack(reply{Err: &EvalError{Pid: 2, Kind: KindPanic, Line: 1, Col: 2, Msg: "boom"}}, nil)
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := unpackReply(data)
+		if err != nil || r.Val == nil {
+			return
+		}
+		if v, err := decodeValue(*r.Val); err == nil && v.IsValid() && r.Tail && v.Len() > len(data) {
+			t.Fatalf("a %d-element slice from %d bytes", v.Len(), len(data))
+		}
+	})
+}
