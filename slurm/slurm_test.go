@@ -642,7 +642,7 @@ func orphanDriver() int {
 // the manager leaves alone when it closes.
 func TestWithJob(t *testing.T) {
 	needSlurm(t)
-	out, err := exec.Command("salloc", "--no-shell", "--ntasks=2", "--time=5", "--job-name=godist-test").CombinedOutput()
+	out, err := exec.Command("salloc", "--no-shell", "--immediate=60", "--ntasks=2", "--time=5", "--job-name=godist-test").CombinedOutput()
 	if err != nil {
 		t.Fatalf("salloc: %v: %s", err, out)
 	}
