@@ -12,7 +12,7 @@
 # Idempotent: installs slurm-wlm and munge when missing, writes the configuration, starts only
 # what is not running, waits for the node to be idle and then checks that srun, sbatch and
 # scancel work. While everything is up, running it again only re-checks (a few seconds).
-# scripts/slurm-teardown.sh stops it.
+# `scripts/slurm-teardown.sh [hosts]` stops it.
 #
 # Clients need the environment file (no /etc/slurm/slurm.conf exists):
 #   scripts/slurm.sh && . /run/godist/slurm/env     # exports SLURM_CONF
@@ -57,7 +57,7 @@ fail() { say "FAILED: $*"; exit 1; }
 start=$(date +%s.%N)
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 
-# installed PKG... -> prints the packages that are not installed
+# missing PKG... prints those of the packages that are not installed
 missing() {
     local p
     for p in "$@"; do
