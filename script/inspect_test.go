@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godist/dist"
 	"github.com/godist/dist/disttest"
 	"github.com/godist/dist/script"
 )
@@ -193,5 +194,26 @@ func TestUnsafeAllowed(t *testing.T) {
 	}
 	if v, err := script.EvalAt(ctx, c, 2, "myid()"); err != nil || v != 2 {
 		t.Fatalf("after os.Exit: %v, %v", v, err)
+	}
+}
+
+// TestWorkerDeath: a worker killed under a Reap fails its part with ErrProcessExited; the
+// others' values arrive.
+func TestWorkerDeath(t *testing.T) {
+	c, _ := disttest.Start(t, 2)
+	ctx := ctxT(t)
+	if err := script.Sow(ctx, c, []int{2, 3}, "v", "myid()"); err != nil {
+		t.Fatal(err)
+	}
+	disttest.Kill(t, c, 2)
+	if err := disttest.WaitGone(c, 2, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got, err := script.Reap(ctx, c, []int{2, 3}, "v")
+	if !errors.Is(err, dist.ErrProcessExited) {
+		t.Fatalf("err = %v, want ErrProcessExited", err)
+	}
+	if got[3] != 3 {
+		t.Fatalf("got %v", got)
 	}
 }
