@@ -14,10 +14,14 @@ import (
 )
 
 // TestMain makes the test binary usable as a worker: the bridge tests start clusters whose
-// workers are this binary re-executed.
+// workers are this binary re-executed. It removes the godist binary the REPL tests built.
 func TestMain(m *testing.M) {
 	dist.Main()
-	os.Exit(m.Run())
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
 }
 
 // TestBridge calls reap, sowat, stitch, spawnat, everywhereelse, swapmsgs and collectmsgs from
