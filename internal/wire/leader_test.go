@@ -3,6 +3,7 @@ package wire_test
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -115,19 +116,29 @@ func TestLeaderCancelKeepsFramesWhole(t *testing.T) {
 	na, nb := unixPair(t)
 	a := wire.NewConn(na, wire.DefaultLimits, nil, nil)
 	t.Cleanup(func() { a.Close(); waitDone(t, a) })
-	answer := func(m string) *wire.Frame { // the peer's side, by hand
-		t.Helper()
+	// The peer's side, by hand: read a request and, unless m is empty, answer it with m.
+	answer := func(m string) (*wire.Frame, error) {
 		req, err := wire.ReadFrame(nb, wire.DefaultLimits)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		if m != "" {
-			writeFrame(t, nb, wire.KindReply, req.ID, m)
+			err = writeFrameErr(nb, wire.KindReply, req.ID, m)
 		}
-		return req
+		return req, err
 	}
-	go answer("warm")
+	answered := make(chan error, 1)
+	answerInBackground := func(m string) {
+		go func() {
+			_, err := answer(m)
+			answered <- err
+		}()
+	}
+	answerInBackground("warm")
 	makeFree(t, a)
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
@@ -135,7 +146,10 @@ func TestLeaderCancelKeepsFramesWhole(t *testing.T) {
 		_, err := a.Call(ctx, wire.Msg{CBOR: []byte("q")})
 		res <- err
 	}()
-	req := answer("")
+	req, err := answer("")
+	if err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, "the caller reading", func() bool { return a.Role() == "caller" })
 	// Half of a reply to a call nobody waits for, then the cancellation, then the rest.
 	var hb [wire.HeaderSize]byte
@@ -163,25 +177,33 @@ func TestLeaderCancelKeepsFramesWhole(t *testing.T) {
 	if f, err := wire.ReadFrame(nb, wire.DefaultLimits); err != nil || f.Kind != wire.KindCancel || f.ID != req.ID {
 		t.Fatalf("peer got %v, %v; want the cancel of %d", f, err, req.ID)
 	}
-	go answer("next")
+	answerInBackground("next")
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	f, err := a.Call(ctx2, wire.Msg{CBOR: []byte("q2")})
 	if err != nil || string(f.CBOR) != "next" {
 		t.Fatalf("call after the cancelled one: %v %v", f, err)
 	}
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
 	if a.Err() != nil {
 		t.Fatalf("connection ended: %v", a.Err())
 	}
 }
 
-func writeFrame(t *testing.T, w interface{ Write([]byte) (int, error) }, k wire.Kind, id uint64, cbor string) {
+func writeFrame(t *testing.T, w io.Writer, k wire.Kind, id uint64, cbor string) {
 	t.Helper()
-	var hb [wire.HeaderSize]byte
-	wire.PutHeader(hb[:], wire.Header{CBORLen: uint32(len(cbor)), Kind: k, ID: id})
-	if _, err := w.Write(append(hb[:], cbor...)); err != nil {
+	if err := writeFrameErr(w, k, id, cbor); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func writeFrameErr(w io.Writer, k wire.Kind, id uint64, cbor string) error {
+	var hb [wire.HeaderSize]byte
+	wire.PutHeader(hb[:], wire.Header{CBORLen: uint32(len(cbor)), Kind: k, ID: id})
+	_, err := w.Write(append(hb[:], cbor...))
+	return err
 }
 
 // A handler that says it will block (WillBlock) has its connection read by another goroutine
