@@ -212,6 +212,13 @@ func (r *repl) writeHistory(file string) error {
 func (r *repl) exec(ctx context.Context, entry string) {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
+	defer func() {
+		// A bug of the REPL's own (printing an odd value, say) must not end the session and
+		// with it the cluster: it is reported as the entry's error.
+		if p := recover(); p != nil {
+			fmt.Fprintf(r.errOut, "error: godist repl: %v\n", p)
+		}
+	}()
 	err := r.execEntry(ctx, strings.TrimSpace(entry))
 	if err != nil {
 		if ctx.Err() != nil {
@@ -222,11 +229,11 @@ func (r *repl) exec(ctx context.Context, entry string) {
 }
 
 // assignCommand matches "name := :command …" and "name = :command …".
-var assignCommand = regexp.MustCompile(`^([\pL_][\pL\pN_]*)\s*:?=\s*([:@][\pL].*)$`)
+var assignCommand = regexp.MustCompile(`(?s)^([\pL_][\pL\pN_]*)\s*:?=\s*([:@][\pL].*)$`)
 
 func (r *repl) execEntry(ctx context.Context, entry string) error {
 	if entry[0] != ':' && entry[0] != '@' {
-		m := assignCommand.FindStringSubmatch(strings.ReplaceAll(entry, "\n", " "))
+		m := assignCommand.FindStringSubmatch(entry)
 		if m == nil {
 			return r.evalDriver(ctx, entry)
 		}

@@ -156,6 +156,10 @@ func TestREPL(t *testing.T) {
 	p.run(":reap workers myid()", `with 3 entries:\n  2 => 2\n  3 => 3\n  4 => 4\n`)
 	p.run(":rmprocs 4", `removed 4; workers now 2, 3\n`)
 
+	// A command's value assigned to a driver variable, over several lines.
+	p.run("thrice := :reap workers func() int {\n\treturn 3 * myid()\n}()")
+	p.run("thrice", `with 2 entries:\n  2 => 6\n  3 => 9\n`)
+
 	// A multi-line function on the driver.
 	p.run("func fib(n int) int {\n\tif n < 2 {\n\t\treturn n\n\t}\n\treturn fib(n-1) + fib(n-2)\n}")
 	p.run("fib(20)", `(?m)^6765$`)
