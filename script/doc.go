@@ -43,6 +43,9 @@
 // Save and Load use the same form in a versioned file.
 //
 // Known limits of the interpreter (yaegi 0.16): range over an integer (for range 10) and the
-// generic functions of slices, maps and cmp are not available; positions of runtime panics are
-// those of the statement of the evaluated code that was running, which may be approximate.
+// builtins min, max and clear are not available; of the generic packages slices, maps and cmp,
+// which yaegi interprets from their Go 1.21 source, some functions work (slices.Contains,
+// slices.Index, cmp.Compare) and others do not (slices.Sort, slices.Max, maps.Keys: use sort
+// and loops). Positions of runtime panics are those of the statement of the evaluated code
+// that was running, which may be approximate.
 package script

@@ -156,3 +156,29 @@ func TestMapReduceMatchesLocal(t *testing.T) {
 		}
 	}
 }
+
+func TestBuiltins(t *testing.T) {
+	c, _ := disttest.Start(t, 2)
+	ctx := ctxT(t)
+	got, err := script.Reap(ctx, c, []int{1, 3}, "[]int{myid(), nprocs(), nworkers(), len(procs()), workers()[0]}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got[1], []int{1, 3, 2, 3, 2}) || !reflect.DeepEqual(got[3], []int{3, 3, 2, 3, 2}) {
+		t.Fatalf("builtins: %v", got)
+	}
+	v, err := script.EvalAt(ctx, c, 2, `slices.Contains(funcs(), "script_test.square")`)
+	if err == nil {
+		t.Logf("slices available: %v", v)
+	}
+	v, err = script.EvalAt(ctx, c, 2, `n := 0
+for _, f := range funcs() {
+	if f == "script_test.square" {
+		n++
+	}
+}
+n`)
+	if err != nil || v != 1 {
+		t.Fatalf("funcs(): %v, %v", v, err)
+	}
+}
