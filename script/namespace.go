@@ -49,10 +49,10 @@ var unsafeAllowed atomic.Bool
 const EnvUnsafe = "GODIST_SCRIPT_UNSAFE"
 
 // AllowUnsafe lets interpreted code of this process import os, os/exec, syscall and unsafe and
-// read the real environment. By default those are absent: a namespace exposes only a curated, side-effect
-// free part of the standard library. Unsafe evaluation is a property of the binary, the same in
-// every process, so call AllowUnsafe before dist.Main (or in an init function); it affects only
-// namespaces created after the call (see Clear).
+// read the real environment. By default those are absent: a namespace exposes only a curated,
+// side-effect free part of the standard library. Unsafe evaluation is a property of the binary,
+// the same in every process, so call AllowUnsafe before dist.Main (or in an init function); it
+// affects only namespaces created after the call (see Clear).
 func AllowUnsafe() { unsafeAllowed.Store(true) }
 
 func unsafeEval() bool { return unsafeAllowed.Load() || os.Getenv(EnvUnsafe) == "1" }
@@ -60,9 +60,11 @@ func unsafeEval() bool { return unsafeAllowed.Load() || os.Getenv(EnvUnsafe) == 
 // namespace is this process's interpreter state. sem (capacity 1) serialises evaluations; a
 // caller waits for it only as long as its context allows.
 type namespace struct {
-	sem    chan struct{}
-	eng    engine
-	ctx    atomic.Pointer[context.Context] // of the running evaluation, for call() in code (read by goroutines the code starts)
+	sem chan struct{}
+	eng engine
+	// ctx is the running evaluation's context, for call() in code; goroutines that the code
+	// starts may read it after the evaluation, hence atomic.
+	ctx    atomic.Pointer[context.Context]
 	panics *panicLog
 }
 
