@@ -217,3 +217,18 @@ func TestWorkerDeath(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// TestStdinIsNotTheWorkers: a worker's stdin is its control channel; code reading stdin gets
+// EOF and the worker stays in the cluster.
+func TestStdinIsNotTheWorkers(t *testing.T) {
+	c, _ := disttest.Start(t, 1)
+	ctx := ctxT(t)
+	v, err := script.EvalAt(ctx, c, 2, "var s string\n_, err := fmt.Scanln(&s)\nerr != nil")
+	if err != nil || v != true {
+		t.Fatalf("Scanln: %v, %v", v, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if v, err := script.EvalAt(ctx, c, 2, "myid()"); err != nil || v != 2 {
+		t.Fatalf("after Scanln: %v, %v", v, err)
+	}
+}

@@ -251,7 +251,9 @@ type yaegiEngine struct {
 
 func newYaegi(n *namespace) (*yaegiEngine, error) {
 	allow := unsafeEval()
-	in := interp.New(interp.Options{Stdout: os.Stdout, Stderr: n.panics, Unrestricted: allow})
+	// A worker's stdin is its control channel from the driver: fmt.Scan in code must not
+	// read it.
+	in := interp.New(interp.Options{Stdin: strings.NewReader(""), Stdout: os.Stdout, Stderr: n.panics, Unrestricted: allow})
 	exports := interp.Exports{}
 	for k, f := range safeTables {
 		exports[k] = f()
@@ -446,14 +448,17 @@ func classify(code string) (decl bool, src string, off int) {
 	switch firstToken(code) {
 	case token.PACKAGE:
 		return true, code, 0
-	case token.CONST, token.IMPORT, token.TYPE, token.VAR:
-		return true, code, declWrap
-	case token.FUNC:
+	case token.CONST, token.IMPORT, token.TYPE, token.VAR, token.FUNC:
 		if _, err := parser.ParseFile(token.NewFileSet(), "", "package main;"+code, 0); err == nil {
 			return true, code, declWrap
 		}
-		// A function literal (func() T { … }()): yaegi would take it for a declaration and
-		// lose its value; a leading empty statement makes it a statement.
+		if _, err := parser.ParseFile(token.NewFileSet(), "", "package main; func main() {;"+code+"\n}", 0); err != nil {
+			return true, code, declWrap // neither: let yaegi report the declaration's error
+		}
+		// Statements after all: a function literal (func() T { … }()), or a declaration
+		// followed by statements (var s string; fmt.Sscan(…, &s)). yaegi decides on the first
+		// token and would fail, or lose the value; a leading empty statement makes it take
+		// the code as statements.
 		return false, ";" + code, stmtWrap + 1
 	}
 	return false, code, stmtWrap
