@@ -22,9 +22,7 @@ import (
 
 const (
 	prompt     = "godist> "
-	contPrompt = "   ...> "
-	// maxHistory bounds the history file; liner keeps 1000 entries in memory.
-	maxHistory = 1000
+	contPrompt = "   ...> " // the same width, so that continued lines align
 )
 
 // repl is one interactive session: a cluster, the driver's interpreter namespace, and a
@@ -32,7 +30,7 @@ const (
 type repl struct {
 	c      *dist.Cluster
 	out    io.Writer
-	errOut io.Writer
+	errOut io.Writer // errors of entries: stdout too, so that they come in order with the output
 	line   *liner.State
 	quit   bool
 }
@@ -131,7 +129,7 @@ func (r *repl) main(ctx context.Context, load, histFile string) int {
 	}
 	fmt.Fprintf(r.out, "godist: driver 1, workers %s. Go code runs on the driver; :help lists the commands; Ctrl-D quits.\n",
 		formatPids(r.c.Workers()))
-	if err := loadPrelude(ctx, r.c); err != nil {
+	if err := loadPrelude(ctx, r.c, nil); err != nil {
 		fmt.Fprintln(r.errOut, "error:", err)
 	}
 	// args is Julia's ARGS, empty here, so that a script written for godist run loads too.

@@ -249,15 +249,18 @@ func collectmsgs(name string, pids []int) map[int]any {
 }
 `
 
-// loadPrelude defines the wrappers in the namespace of every process of c (a script's main is
-// loaded everywhere and so must compile everywhere; and a worker may reap from the others
-// too), unless the interpreter already has a reap: a later script package may give
+// loadPrelude defines the wrappers in the namespaces of pids (nil: every process of c; a
+// script's main is loaded everywhere and so must compile everywhere, and a worker may reap from
+// the others too), unless the interpreter already has a reap: a later script package may give
 // interpreted code these functions itself.
-func loadPrelude(ctx context.Context, c *dist.Cluster) error {
+func loadPrelude(ctx context.Context, c *dist.Cluster, pids []int) error {
 	if _, err := script.EvalLocal(ctx, "reap"); err == nil {
 		return nil
 	}
-	if err := script.Everywhere(ctx, c, prelude); err != nil {
+	if pids == nil {
+		pids = c.Procs()
+	}
+	if _, err := script.Eval(ctx, c, pids, prelude); err != nil {
 		return fmt.Errorf("defining reap, sowat, …: %w", err)
 	}
 	return nil

@@ -31,7 +31,7 @@ func TestBridge(t *testing.T) {
 	c, _ := disttest.Start(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := loadPrelude(ctx, c); err != nil {
+	if err := loadPrelude(ctx, c, nil); err != nil {
 		t.Fatal(err)
 	}
 	eval := func(code string) any {

@@ -69,12 +69,13 @@ func init() {
 		{name: "fetchfrom", args: "PID EXPR", summary: "the value of EXPR evaluated on PID (Julia's @fetchfrom)",
 			run: cmdFetchFrom},
 		{name: "reap", args: "PIDS EXPR", summary: "the value of EXPR on each of PIDS, by pid",
-			detail: "Example: :reap workers sqrt(float64(myid()))",
+			detail: "Example: :reap workers math.Sqrt(float64(myid()))",
 			run:    cmdReap},
 		{name: "sow", args: "PIDS TARGET = EXPR", summary: "evaluate EXPR on each of PIDS and assign it to TARGET there",
 			detail: "TARGET is a name (a global, defined or redefined), or an index, key, field or slice expression\n" +
 				"into an existing value: bar[0:2] = 0 zeroes the first two rows of a [][]float64 (Julia's\n" +
-				"bar[1:2,:] = 0); somedict[\"buzz\"][:] = math.Pi fills a slice held in a map.",
+				"bar[1:2,:] = 0); somedict[\"buzz\"].([][]float64)[:] = math.Pi fills the rows of a matrix\n" +
+				"held in a map[string]any.",
 			run: cmdSow},
 		{name: "sowvalue", args: "PIDS TARGET = EXPR", summary: "evaluate EXPR here, on the driver, and assign its value to TARGET on PIDS",
 			detail: "Julia's sow(2, :y, myid()), where myid() is evaluated by the caller: y is 1 on pid 2.",
@@ -551,7 +552,15 @@ func cmdClear(r *repl, ctx context.Context, arg string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nil, script.Clear(ctx, r.c, pids, strings.Fields(rest)...)
+	names := strings.Fields(rest)
+	if err := script.Clear(ctx, r.c, pids, names...); err != nil || len(names) > 0 {
+		return nil, err
+	}
+	// Fresh namespaces: what the REPL defined in them at the start is defined again.
+	if err := loadPrelude(ctx, r.c, pids); err != nil {
+		return nil, err
+	}
+	return nil, script.SowValue(ctx, r.c, pids, "args", []string{})
 }
 
 func cmdSave(r *repl, ctx context.Context, arg string) (any, error) {

@@ -152,6 +152,11 @@ func TestREPL(t *testing.T) {
 	// Inspection and membership.
 	p.run(":vars 3", `pid 3:\n(?s).*  bob +float64 `)
 	p.run(":mem", `(?m)^ +1 +\S+ +\d+ +\d+\.\d`, `(?m)^ +3 +\S+ +\d+ +\d+\.\d`)
+	p.run(":clear 3 bob")
+	p.run(":reap 3 bob", `  3 => 0\n`)
+	p.run(":clear 2")
+	p.run(":reap 2 y", `error: script: pid 2: .*undefined: y`)
+	p.run(`reap([]int{2}, "myid()")`, `  2 => 2\n`)
 	p.run(":addprocs 1", `added 4\n`)
 	p.run(":reap workers myid()", `with 3 entries:\n  2 => 2\n  3 => 3\n  4 => 4\n`)
 	p.run(":rmprocs 4", `removed 4; workers now 2, 3\n`)

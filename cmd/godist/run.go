@@ -112,7 +112,7 @@ func runScript(ctx context.Context, file string, procs int, args []string) int {
 		return 1
 	}
 	defer c.Close()
-	if err := loadPrelude(ctx, c); err != nil {
+	if err := loadPrelude(ctx, c, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "godist run:", err)
 		return 1
 	}
