@@ -42,8 +42,10 @@
 // [][]float64, an int an int, a struct defined by interpreted code a struct with the same fields.
 // Save and Load use the same form in a versioned file.
 //
-// Known limits of the interpreter (yaegi 0.16): range over an integer (for range 10) and the
-// builtins min, max and clear are not available; of the generic packages slices, maps and cmp,
+// Known limits of the interpreter (yaegi 0.16): range over an integer (for i := range 10) works
+// through a rewrite of the code, except in code that also ranges over a slice, map or string
+// without a value variable (for i := range s: write for i, _ := range s there); the builtins
+// min, max and clear are not available; of the generic packages slices, maps and cmp,
 // which yaegi interprets from their Go 1.21 source, some functions work (slices.Contains,
 // slices.Index, cmp.Compare) and others do not (slices.Sort, slices.Max, maps.Keys: use sort
 // and loops). Positions of runtime panics are those of the statement of the evaluated code

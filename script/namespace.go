@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/ast"
 	"go/parser"
 	"go/scanner"
 	"go/token"
@@ -301,6 +302,18 @@ func (y *yaegiEngine) eval(ctx context.Context, code string) (reflect.Value, err
 	decl, src, off := classify(code)
 	y.ns.panics.start()
 	v, err := y.run(ctx, src)
+	var cp compilePanic
+	if errors.As(err, &cp) {
+		// yaegi 0.16 cannot range over an integer (Go 1.22) and panics compiling it. Try
+		// again with each range over an expression that could be an integer (no value
+		// variable) ranging over make([]struct{}, expr) instead, which yields the same
+		// indices; if that is not it, the first error stands.
+		if alt, ok := rangeOverInt(src, decl); ok {
+			if v2, err2 := y.run(ctx, alt); err2 == nil {
+				v, err = v2, nil
+			}
+		}
+	}
 	if err != nil {
 		return v, y.ns.panics.wrap(err, code, off)
 	}
@@ -322,7 +335,7 @@ func (y *yaegiEngine) run(ctx context.Context, src string) (reflect.Value, error
 	if y.runID == nil {
 		return y.in.EvalWithContext(ctx, src) // cannot stop a run ourselves: yaegi's way
 	}
-	prog, err := y.in.Compile(src)
+	prog, err := y.compile(src)
 	if err != nil {
 		return reflect.Value{}, err
 	}
@@ -337,6 +350,69 @@ func (y *yaegiEngine) run(ctx context.Context, src string) (reflect.Value, error
 		return reflect.Value{}, ctx.Err()
 	}
 	return v, err
+}
+
+// compilePanic is a panic of yaegi's compiler (its way to fail on some valid Go).
+type compilePanic struct{ v any }
+
+func (c compilePanic) Error() string { return fmt.Sprint(c.v) }
+
+func (y *yaegiEngine) compile(src string) (prog *interp.Program, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			prog, err = nil, compilePanic{p}
+		}
+	}()
+	return y.in.Compile(src)
+}
+
+// rangeOverInt rewrites, in src (declarations if decl, else statements as yaegi wraps them),
+// every range statement without a value variable so that it ranges over
+// make([]struct{}, X) rather than X. It reports whether there was one.
+func rangeOverInt(src string, decl bool) (string, bool) {
+	prefix := "package main; func main() {"
+	if decl {
+		prefix = "package main;"
+	}
+	full := prefix + src + "\n}"
+	if decl {
+		full = prefix + src
+	}
+	fs := token.NewFileSet()
+	f, err := parser.ParseFile(fs, "", full, 0)
+	if err != nil {
+		return "", false
+	}
+	type edit struct {
+		at   int
+		text string
+	}
+	var edits []edit
+	ast.Inspect(f, func(n ast.Node) bool {
+		r, ok := n.(*ast.RangeStmt)
+		if !ok || r.Value != nil {
+			return true
+		}
+		if _, lit := r.X.(*ast.CompositeLit); lit {
+			return true
+		}
+		edits = append(edits,
+			edit{fs.Position(r.X.Pos()).Offset - len(prefix), "make([]struct{}, "},
+			edit{fs.Position(r.X.End()).Offset - len(prefix), ")"})
+		return true
+	})
+	if len(edits) == 0 {
+		return "", false
+	}
+	slices.SortStableFunc(edits, func(a, b edit) int { return b.at - a.at })
+	out := src
+	for _, e := range edits {
+		if e.at < 0 || e.at > len(out) {
+			return "", false
+		}
+		out = out[:e.at] + e.text + out[e.at:]
+	}
+	return out, true
 }
 
 func (y *yaegiEngine) globals() map[string]reflect.Value { return y.in.Globals() }

@@ -65,7 +65,6 @@ func TestErrorsNamePidAndPosition(t *testing.T) {
 		{"y := 1 + \"a\"", script.KindCompile, 1, 6, "mismatched types"},
 		{"var m map[string]int\n", script.KindCompile, 0, 0, ""}, // placeholder, replaced below
 		{"s := []int{1}\n_ = s[5]", script.KindPanic, 1, 0, "index out of range"},
-		{"for range 10 {}", script.KindPanic, 0, 0, ""},
 		{`panic("boom")`, script.KindPanic, 1, 1, "boom"},
 		{"\n\nz := nope", script.KindCompile, 3, 1, "undefined"},
 	}
@@ -180,5 +179,31 @@ for _, f := range funcs() {
 n`)
 	if err != nil || v != 1 {
 		t.Fatalf("funcs(): %v, %v", v, err)
+	}
+}
+
+// TestRangeOverInt: Go 1.22's range over an integer, which yaegi 0.16 cannot compile, works
+// through a rewrite.
+func TestRangeOverInt(t *testing.T) {
+	c, _ := disttest.Start(t, 1)
+	ctx := ctxT(t)
+	cases := map[string]any{
+		"n := 0\nfor i := range 5 {\n\tn += i\n}\nn":                                        10,
+		"k := 0\nfor range myid() + 1 { k++ }\nk":                                           3,
+		"func tri(n int) int {\n\ts := 0\n\tfor i := range n + 1 { s += i }\n\treturn s\n}": nil,
+		"tri(4)": 10,
+		"sum := 0\nfor _, x := range []int{4, 5} { sum += x }\nsum": 9,
+	}
+	for _, code := range []string{
+		"n := 0\nfor i := range 5 {\n\tn += i\n}\nn",
+		"k := 0\nfor range myid() + 1 { k++ }\nk",
+		"func tri(n int) int {\n\ts := 0\n\tfor i := range n + 1 { s += i }\n\treturn s\n}",
+		"tri(4)",
+		"sum := 0\nfor _, x := range []int{4, 5} { sum += x }\nsum",
+	} {
+		v, err := script.EvalAt(ctx, c, 2, code)
+		if err != nil || v != cases[code] {
+			t.Errorf("%q = %v, %v; want %v", code, v, err, cases[code])
+		}
 	}
 }
