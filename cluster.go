@@ -42,6 +42,8 @@ type config struct {
 	tlsFiles      TLSFiles
 	tls           *tls.Config // nil: plain TCP
 	connTimeout   time.Duration
+	hbInterval    time.Duration // 0: no heartbeats
+	hbTimeout     time.Duration
 }
 
 // WithWorkers sets how many workers Start launches (default runtime.NumCPU()).
@@ -103,6 +105,8 @@ func newConfig(opts []Option) config {
 		launchTimeout: 60 * time.Second,
 		limits:        wire.DefaultLimits,
 		connTimeout:   defaultConnectTimeout,
+		hbInterval:    defaultHeartbeat,
+		hbTimeout:     defaultHeartbeatTimeout,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -167,8 +171,10 @@ type peer struct {
 	conn     *wire.Conn
 	dialing  chan struct{}
 	gone     error
-	exiting  bool // driver: asked to exit by RmProcs, which reaps it
-	reported bool // driver: its Exited event was published
+	exiting  bool  // driver: asked to exit by RmProcs, which reaps it
+	reported bool  // driver: its Exited event was published
+	pinging  bool  // a heartbeat is outstanding
+	hbLost   error // set when heartbeats went unanswered and the connection was closed
 }
 
 var (
@@ -224,6 +230,7 @@ func Start(ctx context.Context, opts ...Option) (*Cluster, error) {
 	}
 	c := newCluster(cfg, []byte(cookie), true)
 	c.me.Store(1)
+	c.startHeartbeat()
 	c.nextPid = 2
 	dir, err := os.MkdirTemp("", "godist-")
 	if err != nil {
@@ -775,8 +782,19 @@ func (c *Cluster) workerGone(pid int, cause error) {
 	if exiting {
 		return
 	}
-	if p.proc == nil {
-		c.publishExit(p, Event{Kind: Exited, Pid: pid, Reason: ExitLost, Cause: &ProcessExitedError{Pid: pid, Cause: cause}})
+	p.mu.Lock()
+	hbLost := p.hbLost
+	p.mu.Unlock()
+	if p.proc == nil || hbLost != nil {
+		// No answer for a long while: whatever the process does next (it may well exit
+		// cleanly, having lost us too), the connection was lost first.
+		if hbLost != nil {
+			cause = hbLost
+		}
+		if p.proc != nil {
+			p.proc.Kill()
+		}
+		c.publishExit(p, Event{Kind: Exited, Pid: pid, Reason: ExitLost, Cause: &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("%w: %v", ErrConnectionLost, cause)}})
 		return
 	}
 	report := func(wait bool) {

@@ -49,16 +49,21 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 	spec := LaunchSpec{
 		Count: n,
 		Config: WorkerConfig{
-			Cookie:         string(c.cookie),
-			Network:        "unix",
-			Bind:           c.sockDir,
-			ConnectTimeout: cfg.launchTimeout,
-			PortMin:        cfg.portMin,
-			PortMax:        cfg.portMax,
-			TLS:            cfg.tlsFiles,
-			DialTimeout:    cfg.connTimeout,
+			Cookie:            string(c.cookie),
+			Network:           "unix",
+			Bind:              c.sockDir,
+			ConnectTimeout:    cfg.launchTimeout,
+			PortMin:           cfg.portMin,
+			PortMax:           cfg.portMax,
+			TLS:               cfg.tlsFiles,
+			DialTimeout:       cfg.connTimeout,
+			HeartbeatInterval: cfg.hbInterval,
+			HeartbeatTimeout:  cfg.hbTimeout,
 		},
 		Timeout: cfg.launchTimeout,
+	}
+	if cfg.hbInterval <= 0 {
+		spec.Config.HeartbeatInterval = -1 // disabled, not the default
 	}
 	switch cfg.network {
 	case "", "unix":

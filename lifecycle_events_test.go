@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -210,4 +211,85 @@ func TestLostConnectionEvent(t *testing.T) {
 	}
 	// A worker the driver cannot talk to is killed.
 	disttest.Eventually(t, 5*time.Second, "the lost worker killed", func() bool { return !disttest.Alive(info.OSPid) })
+}
+
+// freezeProxy forwards like proxyManager's proxy until frozen, then drops everything in both
+// directions without closing: a link that went dark.
+type freezeManager struct {
+	t      *testing.T
+	frozen atomic.Bool
+}
+
+func (m *freezeManager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Process, error) {
+	spec.Config.Network, spec.Config.Bind = "tcp", "127.0.0.1:0"
+	procs, err := dist.LocalManager().Launch(ctx, spec)
+	var out []dist.Process
+	for _, p := range procs {
+		_, target := p.Addr()
+		ln, lerr := net.Listen("tcp", "127.0.0.1:0")
+		if lerr != nil {
+			return out, lerr
+		}
+		m.t.Cleanup(func() { ln.Close() })
+		pump := func(dst, src net.Conn) {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				if err != nil {
+					return
+				}
+				if !m.frozen.Load() {
+					dst.Write(buf[:n])
+				}
+			}
+		}
+		go func() {
+			for {
+				down, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					down.Close()
+					continue
+				}
+				m.t.Cleanup(func() { up.Close(); down.Close() })
+				go pump(up, down)
+				go pump(down, up)
+			}
+		}()
+		out = append(out, proxied{p, ln.Addr().String()})
+	}
+	return out, err
+}
+
+func TestHeartbeatLostLink(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, _ := disttest.Start(t, 0, dist.WithHeartbeat(50*time.Millisecond, 400*time.Millisecond), dist.WithLogger(quietLogger()))
+	var log eventLog
+	defer c.SubscribeLifecycle(log.add)()
+	m := &freezeManager{t: t}
+	pids, err := c.AddProcs(ctx, m, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := c.ProcInfo(pids[0])
+	if v, err := square.Call(ctx, c, pids[0], 3); err != nil || v != 9 {
+		t.Fatalf("call through the proxy: %v, %v", v, err)
+	}
+	time.Sleep(200 * time.Millisecond) // heartbeats pass while the link is up
+	if c.NWorkers() != 1 {
+		t.Fatal("worker dropped while its link was up")
+	}
+	m.frozen.Store(true)
+	start := time.Now()
+	ex := log.wait(t, "lost event", func(e dist.Event) bool { return e.Kind == dist.Exited && e.Pid == pids[0] })
+	if ex.Reason != dist.ExitLost || !errors.Is(ex.Cause, dist.ErrConnectionLost) || !strings.Contains(ex.Cause.Error(), "heartbeat") {
+		t.Fatalf("worker behind a dark link: %+v (%v)", ex, ex.Cause)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("lost link noticed after %v", d)
+	}
+	disttest.Eventually(t, 5*time.Second, "the lost worker gone", func() bool { return !disttest.Alive(info.OSPid) })
 }

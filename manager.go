@@ -45,6 +45,10 @@ type WorkerConfig struct {
 	// DialTimeout bounds the worker's own connections to other workers (WithConnectTimeout);
 	// 0 for the default.
 	DialTimeout time.Duration `json:"dial_timeout,omitempty"`
+	// HeartbeatInterval and HeartbeatTimeout are the worker's checks of its driver
+	// (WithHeartbeat); interval 0 for the defaults, negative to disable.
+	HeartbeatInterval time.Duration `json:"heartbeat_interval,omitempty"`
+	HeartbeatTimeout  time.Duration `json:"heartbeat_timeout,omitempty"`
 }
 
 // LaunchSpec is what a Manager is asked to start.

@@ -33,6 +33,9 @@ func (cfg *config) applyWorker(wc WorkerConfig) error {
 	if wc.DialTimeout > 0 {
 		cfg.connTimeout = wc.DialTimeout
 	}
+	if wc.HeartbeatInterval != 0 {
+		cfg.hbInterval, cfg.hbTimeout = wc.HeartbeatInterval, wc.HeartbeatTimeout
+	}
 	if !wc.TLS.isZero() {
 		t, err := LoadTLS(wc.TLS)
 		if err != nil {

@@ -168,6 +168,7 @@ func ServeWorker(ctx context.Context, wc WorkerConfig, announce func(network, ad
 		c.acceptLoop(ln)
 	}()
 	defer c.shutdown()
+	c.startHeartbeat()
 	if err := announce(network, addr); err != nil {
 		return fmt.Errorf("dist: worker: announcing %s %s: %w", network, addr, err)
 	}

@@ -407,9 +407,12 @@ func (p *process) watch() {
 		p.waitErr = nil
 	case err == nil:
 		p.waitErr = fmt.Errorf("elastic: worker broke the control protocol (sent %q)", line)
-	case errors.Is(err, io.EOF):
-		p.waitErr = errors.New("elastic: worker ended without saying goodbye (crashed or was killed)")
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		// The kernel closed its end: the process is gone, without the goodbye of a clean
+		// exit.
+		p.waitErr = fmt.Errorf("elastic: worker ended without saying goodbye (crashed or was killed): %v", err)
 	default:
+		// A timeout or an unreachable host: its fate is unknown.
 		p.waitErr = fmt.Errorf("%w: elastic control connection: %w", dist.ErrConnectionLost, err)
 	}
 	p.wmu.Unlock()
