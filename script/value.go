@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -268,8 +269,37 @@ const (
 	maxFields     = 1024
 )
 
+// typeCache remembers built types by description, so that a stream of values of one type
+// parses its description once. It is bounded: a peer sending ever new types cannot grow it.
+var typeCache struct {
+	sync.Mutex
+	m map[string]reflect.Type
+}
+
+const maxCachedTypes = 1024
+
 // buildType turns a description written by typeDesc back into a type.
-func buildType(desc string) (t reflect.Type, err error) {
+func buildType(desc string) (reflect.Type, error) {
+	typeCache.Lock()
+	t, ok := typeCache.m[desc]
+	typeCache.Unlock()
+	if ok {
+		return t, nil
+	}
+	t, err := parseType(desc)
+	if err != nil {
+		return nil, err
+	}
+	typeCache.Lock()
+	if typeCache.m == nil || len(typeCache.m) >= maxCachedTypes {
+		typeCache.m = make(map[string]reflect.Type)
+	}
+	typeCache.m[desc] = t
+	typeCache.Unlock()
+	return t, nil
+}
+
+func parseType(desc string) (t reflect.Type, err error) {
 	if len(desc) > maxTypeDesc {
 		return nil, fmt.Errorf("script: type description of %d bytes is too long", len(desc))
 	}
