@@ -817,6 +817,10 @@ func (c *Cluster) workerGone(pid int, cause error) {
 		case <-timer:
 			ev.Reason = ExitLost
 			ev.Cause = &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("%w: %v", ErrConnectionLost, cause)}
+		case <-c.ctx.Done():
+			// Closing: Close must not wait out the grace period.
+			ev.Reason = ExitLost
+			ev.Cause = &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("%w: %v", ErrConnectionLost, cause)}
 		}
 		if ev.Reason == ExitLost {
 			p.proc.Kill() // a worker we cannot talk to must not live on

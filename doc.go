@@ -38,4 +38,22 @@
 // starts with an HMAC challenge–response over the cluster cookie, which never crosses the wire.
 // Bulk numeric slices travel as raw little-endian bytes, written from and read into the Go
 // slices themselves.
+//
+// # Networks, security and topologies
+//
+// The cookie is WithCookie, else GODIST_COOKIE, else the file GODIST_COOKIE_FILE names, else
+// random. WithTLS makes every TCP connection mutual TLS with certificates from files.
+// WithNetwork and WithPortRange say where TCP workers listen (a bind address, a port range a
+// firewall can open); WithTopology says which workers may connect to each other (all-to-all
+// lazily by default, MasterWorker, or a CustomTopology function). WithLaunchTimeout,
+// WithConnectTimeout and WithHeartbeat bound how long a worker may take to start, a
+// connection to open, and a peer to answer.
+//
+// # Managers and lifecycle
+//
+// A Manager starts workers (LocalManager here; packages ssh, slurm and mpi for other
+// machines); see Manager for how to write one. Workers started by something else join a
+// running driver through package elastic, or ServeWorker and Cluster.AddProcess directly.
+// Subscribe follows membership; SubscribeLifecycle follows every worker from Starting to
+// Exited with its ExitReason (clean exit, crash, lost connection).
 package dist
