@@ -151,7 +151,7 @@ ans (end the entry with ';' to print nothing). An entry goes on over several lin
 bracket is open or a line ends with an operator or a comma; Ctrl-C drops the entry being
 typed, or interrupts the one running. Every process has its own namespace, created on first
 use, where myid(), nprocs() and workers() describe the cluster and the standard library's
-common packages are imported (the interpreter speaks Go 1.20: no min, max, range over int).
+common packages are imported (the interpreter, yaegi, speaks Go 1.20: no min and max).
 Up/Down and Ctrl-R search the history (-history, $GODIST_HISTORY, ~/.godist_history).
 Ctrl-D leaves, stopping every worker.
 

@@ -88,7 +88,7 @@ With a Go file, runs it as a script, as "julia -p N -L FILE" would: a local clus
 workers starts, the file's declarations (imports, constants, types, variables, functions) are
 loaded into the interpreter namespace of every process, the driver included, and then its
 func main runs on the driver. The file is ordinary Go (package main, the standard library's
-common packages, func main) interpreted as Go 1.20 (no min/max builtins, no range over int);
+common packages, func main) interpreted as Go 1.20 (yaegi: no min and max builtins);
 a build constraint "//go:build ignore" keeps the go command from building it. In the
 interpreter, myid(), nprocs() and workers() describe the cluster, args holds ARGS on every
 process, and on the driver main reaches the workers with reap, sowat, stitch, fetchfrom,
