@@ -37,7 +37,7 @@ type engine interface {
 	// globals returns the namespace's variables and constants by name; variables are settable.
 	globals() map[string]reflect.Value
 	// bind makes v (of any type) available to the next evaluations as the package-qualified
-	// name sow.V, so that code can assign a Go value received from the wire.
+	// name bindRef, so that code can assign a Go value received from the wire.
 	bind(v reflect.Value) error
 }
 
@@ -242,6 +242,15 @@ func sharedView(v any) reflect.Value {
 	return reflect.SliceAt(t, unsafe.Pointer(&b[0]), a.Len())
 }
 
+// The package through which a value received from the wire is assigned (see bind). Its name
+// is in the interpreter's universe scope, where any global of the user's code of the same name
+// would hide it: hence a name no code plausibly defines.
+const (
+	bindPkg = "_godist_sow"
+	bindKey = "godist/" + bindPkg + "/" + bindPkg // yaegi's key: import path, then package name
+	bindRef = bindPkg + ".V"
+)
+
 // yaegiEngine is the engine over github.com/traefik/yaegi.
 type yaegiEngine struct {
 	in     *interp.Interpreter
@@ -280,7 +289,7 @@ func newYaegi(n *namespace) (*yaegiEngine, error) {
 	if f := reflect.ValueOf(in).Elem().FieldByName("id"); f.IsValid() && f.Kind() == reflect.Uint64 {
 		y.runID = (*uint64)(unsafe.Pointer(f.UnsafeAddr()))
 	}
-	if err := in.Use(interp.Exports{"godist/godist": y.builtins(), "godist/sow/sow": {"V": reflect.ValueOf(new(any)).Elem()}}); err != nil {
+	if err := in.Use(interp.Exports{"godist/godist": y.builtins(), bindKey: {"V": reflect.ValueOf(new(any)).Elem()}}); err != nil {
 		return nil, fmt.Errorf("script: loading builtins: %w", err)
 	}
 	// Standard packages are imported implicitly (math.Sqrt works without import "math"), the
@@ -420,7 +429,7 @@ func (y *yaegiEngine) globals() map[string]reflect.Value { return y.in.Globals()
 func (y *yaegiEngine) bind(v reflect.Value) error {
 	h := reflect.New(v.Type()).Elem()
 	h.Set(v)
-	return y.in.Use(interp.Exports{"godist/sow/sow": {"V": h}})
+	return y.in.Use(interp.Exports{bindKey: {"V": h}})
 }
 
 // refreshShared exposes the holders of y.shared as package godist/bound, dot-imported, so that

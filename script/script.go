@@ -447,11 +447,11 @@ func assign(ctx context.Context, e engine, target string, v reflect.Value) error
 		// variable typed from a compiled value differently, and loses some assignments into
 		// it (m[k] = 2*k into a map[int]any does nothing).
 		if desc, err := typeDesc(v.Type(), 0); err == nil && desc != "any" {
-			if _, err := e.eval(ctx, "var "+id.Name+" "+desc+" = sow.V"); err == nil {
+			if _, err := e.eval(ctx, "var "+id.Name+" "+desc+" = "+bindRef); err == nil {
 				return nil
 			}
 		}
-		_, err := e.eval(ctx, "var "+id.Name+" = sow.V")
+		_, err := e.eval(ctx, "var "+id.Name+" = "+bindRef)
 		return err
 	}
 	if hasSlice(x) {
@@ -479,7 +479,7 @@ func assign(ctx context.Context, e engine, target string, v reflect.Value) error
 	if err := e.bind(v); err != nil {
 		return err
 	}
-	_, err = e.eval(ctx, target+" = sow.V")
+	_, err = e.eval(ctx, target+" = "+bindRef)
 	return err
 }
 
