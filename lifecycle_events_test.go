@@ -266,7 +266,7 @@ func (m *freezeManager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dis
 
 func TestHeartbeatLostLink(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
-	c, _ := disttest.Start(t, 0, dist.WithHeartbeat(50*time.Millisecond, 400*time.Millisecond), dist.WithLogger(quietLogger()))
+	c, _ := disttest.Start(t, 0, dist.WithHeartbeat(100*time.Millisecond, time.Second), dist.WithLogger(quietLogger()))
 	var log eventLog
 	defer c.SubscribeLifecycle(log.add)()
 	m := &freezeManager{t: t}

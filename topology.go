@@ -60,7 +60,7 @@ var ErrTopology = errors.New("dist: the cluster's topology does not connect thes
 // linked (driver) reports whether workers a and b may connect.
 func (c *Cluster) linked(a, b peerInfo) bool {
 	allow := c.cfg.topology.allow
-	if allow == nil || a.Pid <= 1 || b.Pid <= 1 {
+	if allow == nil || a.Pid <= 1 || b.Pid <= 1 || a.Pid == b.Pid {
 		return true
 	}
 	if a.Pid > b.Pid {
