@@ -59,3 +59,63 @@ func reap() string { return "my reap" }
 		}
 	}
 }
+
+// TestNoValue checks that code ending in a call of a function without results, or in a
+// statement, has no value (nil) in Eval and EvalLocal, is an error in Reap, and that a result of
+// type *any is still a value; and that sending Eval's results back with SowValue works.
+func TestNoValue(t *testing.T) {
+	c, _ := disttest.Start(t, 1)
+	ctx := ctxT(t)
+	pids := []int{1, 2}
+	if err := script.Everywhere(ctx, c, `
+var hits int
+func touch() { hits++ }
+type T struct{ N int }
+func (t *T) Bump() { t.N++ }
+var tv T
+func ptr() *any { p := new(any); *p = 5; return p }
+func nilptr() *any { return new(any) }
+`); err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range []string{
+		"touch()", "(touch())", "tv.Bump()", "func() {}()", "sort.Ints(nil)", "delete(map[int]int{}, 1)",
+		"x := 1; touch()", "for i := 0; i < 2; i++ { touch() }", "if hits > 0 { hits++ }",
+		"var ch = make(chan int, 1); ch <- 1", "touch();",
+	} {
+		got, err := script.Eval(ctx, c, pids, code)
+		if err != nil {
+			t.Fatalf("Eval %q: %v", code, err)
+		}
+		if want := map[int]any{1: nil, 2: nil}; !reflect.DeepEqual(got, want) {
+			t.Errorf("Eval %q = %#v, want no values", code, got)
+		}
+		v, err := script.EvalLocal(ctx, code)
+		if err != nil || v != nil {
+			t.Errorf("EvalLocal %q = %#v, %v; want nil, nil", code, v, err)
+		}
+		if _, err := script.Reap(ctx, c, []int{2}, code); err == nil {
+			t.Errorf("Reap %q: no error for code without a value", code)
+		}
+		// The REPL's pattern: whatever came back is sown again.
+		if err := script.SowValue(ctx, c, pids, "back", got[2]); err != nil {
+			t.Fatalf("SowValue of Eval %q's result: %v", code, err)
+		}
+		if err := script.SowValue(ctx, c, pids, "again", 3); err != nil {
+			t.Fatalf("SowValue after Eval %q: %v", code, err)
+		}
+	}
+	// Values still are values: a result of type *any (nil inside or not), an assignment.
+	v, err := script.EvalLocal(ctx, "ptr()")
+	if p, ok := v.(*any); err != nil || !ok || *p != 5 {
+		t.Errorf("EvalLocal ptr() = %#v, %v", v, err)
+	}
+	v, err = script.EvalLocal(ctx, "nilptr()")
+	if p, ok := v.(*any); err != nil || !ok || p == nil || *p != nil {
+		t.Errorf("EvalLocal nilptr() = %#v, %v", v, err)
+	}
+	got, err := script.Eval(ctx, c, pids, "y := 2 * myid()")
+	if want := map[int]any{1: 2, 2: 4}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Eval y := 2 * myid() = %v, %v; want %v", got, err, want)
+	}
+}

@@ -319,18 +319,59 @@ func (y *yaegiEngine) eval(ctx context.Context, code string) (reflect.Value, err
 		// indices; if that is not it, the first error stands.
 		if alt, ok := rangeOverInt(src, decl); ok {
 			if v2, err2 := y.run(ctx, alt); err2 == nil {
-				v, err = v2, nil
+				v, err, src = v2, nil, alt
 			}
 		}
 	}
 	if err != nil {
 		return v, y.ns.panics.wrap(err, code, off)
 	}
-	if decl {
-		// yaegi returns an internal placeholder for declarations.
+	if decl || y.valueless(src) {
+		// yaegi returns an internal placeholder for declarations, and whatever value it
+		// last computed for a statement without one.
 		return reflect.Value{}, nil
 	}
 	return v, nil
+}
+
+// valueless reports whether statements src, which yaegi ran and which gave v, have no value
+// although yaegi gave one: when the last statement is not an expression or an assignment
+// (a loop, an if, a send: yaegi gives a stale value), or is a call of a function without
+// results (yaegi gives a *interface{} of its own for an interpreted function, a stale value for
+// a compiled one: only the function's type tells).
+func (y *yaegiEngine) valueless(src string) bool {
+	const prefix = "package main; func main() {"
+	f, err := parser.ParseFile(token.NewFileSet(), "", prefix+src+"\n}", parser.SkipObjectResolution)
+	if err != nil || len(f.Decls) != 1 {
+		return false
+	}
+	body := f.Decls[0].(*ast.FuncDecl).Body.List
+	for len(body) > 0 {
+		if _, empty := body[len(body)-1].(*ast.EmptyStmt); !empty {
+			break
+		}
+		body = body[:len(body)-1]
+	}
+	if len(body) == 0 {
+		return true
+	}
+	var x ast.Expr
+	switch s := body[len(body)-1].(type) {
+	case *ast.AssignStmt, *ast.IncDecStmt:
+		return false
+	case *ast.ExprStmt:
+		x = ast.Unparen(s.X)
+	default:
+		return true
+	}
+	call, ok := x.(*ast.CallExpr)
+	if !ok {
+		return false
+	}
+	// Compiled, not run: yaegi refuses to return the value of a call without results.
+	expr := src[int(call.Pos())-1-len(prefix) : int(call.End())-1-len(prefix)]
+	_, err = y.compile("func _() any { return " + expr + " }")
+	return err != nil && strings.Contains(err.Error(), "not enough arguments to return")
 }
 
 // run compiles and executes src in the caller's goroutine. Cancelling ctx stops the code:

@@ -252,8 +252,9 @@ func decodeAll(vals map[int]*Value, err error) (map[int]any, error) {
 }
 
 // Eval runs code in the namespace of each of pids, concurrently, and returns the value of each
-// one's last expression statement by pid (nil where the code ends with a declaration or a
-// statement without a value). code is Go: statements (x := myid()), expressions
+// one's last expression statement by pid: nil where the code has no value, that is where it
+// ends with a declaration, a statement that is neither an expression nor an assignment (a
+// loop, an if, a send), or a call of a function without results. code is Go: statements (x := myid()), expressions
 // (math.Sqrt(x)), or declarations (func f(x int) int { … }, type T struct{…}); standard
 // packages are imported implicitly. A failure of the code is an *EvalError naming the pid and
 // the position; the error returned is the lowest failing pid's, and the map holds the results
@@ -408,7 +409,8 @@ func stitch(m map[int]any) any {
 
 // EvalLocal evaluates code in this process's namespace and returns its value as it is, without
 // the restrictions of crossing processes (a function value, a channel): for a REPL or a program
-// running on the driver. It returns nil for code without a value.
+// running on the driver. It returns nil for code without a value (as Eval defines it: a call of
+// a function without results has none).
 func EvalLocal(ctx context.Context, code string) (any, error) {
 	return local(ctx, func() (any, error) {
 		var out any

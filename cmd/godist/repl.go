@@ -309,7 +309,7 @@ func (r *repl) evalDriver(ctx context.Context, code string) error {
 	if err != nil {
 		return err
 	}
-	if v == nil || !isExpr(strings.TrimSuffix(code, ";")) || noValue(v) {
+	if v == nil || !isExpr(strings.TrimSuffix(code, ";")) {
 		return nil
 	}
 	if !strings.HasSuffix(code, ";") {
@@ -324,11 +324,4 @@ func (r *repl) evalDriver(ctx context.Context, code string) error {
 func (r *repl) loadFile(ctx context.Context, path string) error {
 	_, err := includeFile(ctx, r.c, path)
 	return err
-}
-
-// noValue reports whether v is what the interpreter returns for a call of a function without
-// results: a pointer to an empty interface of its own, not a value of the user's.
-func noValue(v any) bool {
-	p, ok := v.(*any)
-	return ok && p != nil
 }

@@ -84,26 +84,3 @@ func TestBridge(t *testing.T) {
 	// The namespace is still usable after those failures.
 	check(`reap([]int{3}, "myid()")`, map[int]any{3: 3})
 }
-
-// TestNoValue: what the interpreter gives for a call of a function without results is told
-// apart from values, so that the REPL prints nothing for it.
-func TestNoValue(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := script.EvalLocal(ctx, "func nothing() {}"); err != nil {
-		t.Fatal(err)
-	}
-	v, err := script.EvalLocal(ctx, "nothing()")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v != nil && !noValue(v) {
-		t.Errorf("a call without results evaluates to %#v, which the REPL would print", v)
-	}
-	for _, code := range []string{"1 + 1", `"x"`, "[]int{1}"} {
-		v, err := script.EvalLocal(ctx, code)
-		if err != nil || noValue(v) {
-			t.Errorf("%s: %#v, %v: a value taken for none", code, v, err)
-		}
-	}
-}
