@@ -26,6 +26,15 @@
 //   - call(name, args...) and callat(pid, name, args...): a compiled function registered with
 //     dist.NewFunc, by name, in this process or on pid; funcs() lists them. Heavy work belongs
 //     in compiled functions; the interpreter is glue.
+//   - reap(pids, expr), fetchfrom(pid, expr), sow(pids, target, expr), sowvalue(pids, target,
+//     v), stitch(pids, expr), spawnat(pid, code), everywhereelse(code), swapmsgs(pids, name)
+//     and collectmsgs(name, pids): Reap, EvalAt, Sow, SowValue, Stitch, RunAt,
+//     EverywhereElse, SwapMsgs and CollectMsgs, for code on any process to reach the others,
+//     with the values' types kept (reap(workers(), "v")[2].([]float64)). A failure is an error
+//     of the calling evaluation. The calling process itself is refused at once (ErrSelf): its
+//     namespace is busy running the caller, so compute such a value directly. Two processes
+//     whose code reaches each other at the same time each wait for the other's namespace until
+//     their contexts end.
 //   - every shared array bound in this process (shm.BroadcastShared), as a global under its
 //     name: a []T over the shared memory (column-major), so that a write is seen by every
 //     process of the host; shared(name) returns the shm handle itself.

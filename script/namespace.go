@@ -503,7 +503,8 @@ func (y *yaegiEngine) builtins() map[string]reflect.Value {
 		}
 		return context.Background()
 	}
-	return map[string]reflect.Value{
+	b := remoteBuiltins(cl, ctx)
+	for k, v := range map[string]reflect.Value{
 		// myid returns this process's pid.
 		"myid": reflect.ValueOf(func() int { return cl().MyID() }),
 		// nprocs returns the number of processes, the driver included.
@@ -538,7 +539,10 @@ func (y *yaegiEngine) builtins() map[string]reflect.Value {
 			v, _ := shm.Lookup(name)
 			return v
 		}),
+	} {
+		b[k] = v
 	}
+	return b
 }
 
 // plain turns the integers of a generically decoded result (uint64, int64) into int where they

@@ -129,9 +129,6 @@ func (r *repl) main(ctx context.Context, load, histFile string) int {
 	}
 	fmt.Fprintf(r.out, "godist: driver 1, workers %s. Go code runs on the driver; :help lists the commands; Ctrl-D quits.\n",
 		formatPids(r.c.Workers()))
-	if err := loadPrelude(ctx, r.c, nil); err != nil {
-		fmt.Fprintln(r.errOut, "error:", err)
-	}
 	// args is Julia's ARGS, empty here, so that a script written for godist run loads too.
 	if err := script.SowValue(ctx, r.c, r.c.Procs(), "args", []string{}); err != nil {
 		fmt.Fprintln(r.errOut, "error:", err)

@@ -162,9 +162,11 @@ command is printed and kept in ans, or assigned to a driver variable with NAME :
 // codeHelp lists what interpreted code may call to reach other processes.
 const codeHelp = `In Go code, on any process (not on its own pid, whose namespace is busy running the caller):
   reap(pids []int, expr string) map[int]any    fetchfrom(pid int, expr string) any
-  sowat(pids []int, target, expr string)       stitch(pids []int, expr string) any
-  spawnat(pid int, code string)                everywhereelse(code string)
-  swapmsgs(pids []int, name string)            collectmsgs(name string, pids []int) map[int]any
+  sow(pids []int, target, expr string)         sowvalue(pids []int, target string, v any)
+  stitch(pids []int, expr string) any          spawnat(pid int, code string)
+  everywhereelse(code string)                  swapmsgs(pids []int, name string)
+  collectmsgs(name string, pids []int) map[int]any
+Values come back with their types: reap(workers(), "v")[2].([]float64).
 For example: for _, k := range workers() { spawnat(k, fmt.Sprintf("somemsg[%d] = %d", k, 2*k)) }
 `
 
@@ -557,9 +559,6 @@ func cmdClear(r *repl, ctx context.Context, arg string) (any, error) {
 		return nil, err
 	}
 	// Fresh namespaces: what the REPL defined in them at the start is defined again.
-	if err := loadPrelude(ctx, r.c, pids); err != nil {
-		return nil, err
-	}
 	return nil, script.SowValue(ctx, r.c, pids, "args", []string{})
 }
 

@@ -91,8 +91,8 @@ func main runs on the driver. The file is ordinary Go (package main, the standar
 common packages, func main) interpreted as Go 1.20 (yaegi: no min and max builtins);
 a build constraint "//go:build ignore" keeps the go command from building it. In the
 interpreter, myid(), nprocs() and workers() describe the cluster, args holds ARGS on every
-process, and on the driver main reaches the workers with reap, sowat, stitch, fetchfrom,
-spawnat, everywhereelse, swapmsgs and collectmsgs (godist repl -h lists them), e.g.
+process, and on the driver main reaches the workers with reap, sow, sowvalue, stitch,
+fetchfrom, spawnat, everywhereelse, swapmsgs and collectmsgs (godist repl -h lists them), e.g.
 
   counts := reap(workers(), "countPrimes(block[0], block[1])") // map[int]any, by pid
 
@@ -112,10 +112,6 @@ func runScript(ctx context.Context, file string, procs int, args []string) int {
 		return 1
 	}
 	defer c.Close()
-	if err := loadPrelude(ctx, c, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "godist run:", err)
-		return 1
-	}
 	// args is defined before the file, which may use it, on every process: Julia's ARGS.
 	if args == nil {
 		args = []string{}

@@ -7,9 +7,9 @@
 //
 // godist run loads the declarations of this file (limit, countPrimes) into the interpreter
 // of every process, then runs main on the driver. main hands each worker a block of [2, limit)
-// with sowat, counts the primes of every block at once with reap, and adds the counts up. The
+// with sow, counts the primes of every block at once with reap, and adds the counts up. The
 // build constraint keeps the go command from building the file: it is a script, whose
-// functions workers(), sowat and reap come from godist's interpreter.
+// functions workers(), sow and reap come from godist's interpreter.
 package main
 
 import (
@@ -74,13 +74,13 @@ func main() {
 	for i, p := range ws {
 		lo := 2 + (limit-2)*i/len(ws)
 		hi := 2 + (limit-2)*(i+1)/len(ws)
-		sowat([]int{p}, "block", fmt.Sprintf("[2]int{%d, %d}", lo, hi))
+		sow([]int{p}, "block", fmt.Sprintf("[2]int{%d, %d}", lo, hi))
 	}
 	counts := reap(ws, "countPrimes(block[0], block[1])")
 	blocks := reap(ws, "block")
 	total := 0
 	for _, p := range ws {
-		b := blocks[p].([]int)
+		b := blocks[p].([2]int)
 		fmt.Printf("worker %d: %d primes in [%d, %d)\n", p, counts[p], b[0], b[1])
 		total += counts[p].(int)
 	}
