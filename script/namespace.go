@@ -67,6 +67,9 @@ type namespace struct {
 	// starts may read it after the evaluation, hence atomic.
 	ctx    atomic.Pointer[context.Context]
 	panics *panicLog
+	// imports are the imports that files loaded here made ("name path"), which the
+	// interpreter refuses to see again; guarded by sem.
+	imports map[string]bool
 }
 
 var (

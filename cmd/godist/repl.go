@@ -319,6 +319,6 @@ func (r *repl) evalDriver(ctx context.Context, code string) error {
 
 // loadFile is -L: the file's declarations on every process.
 func (r *repl) loadFile(ctx context.Context, path string) error {
-	_, err := includeFile(ctx, r.c, path)
+	_, err := script.LoadFile(ctx, r.c, r.c.Procs(), path)
 	return err
 }

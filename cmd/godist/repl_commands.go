@@ -460,7 +460,7 @@ func cmdInclude(r *repl, ctx context.Context, arg string) (any, error) {
 	if arg == "" {
 		return nil, errors.New("usage: :include FILE.go")
 	}
-	_, err := includeFile(ctx, r.c, arg)
+	_, err := script.LoadFile(ctx, r.c, r.c.Procs(), arg)
 	return nil, err
 }
 

@@ -284,18 +284,3 @@ func TestRunScriptErrors(t *testing.T) {
 		}
 	}
 }
-
-func TestScriptSource(t *testing.T) {
-	src := "// doc\npackage main\n\nimport \"fmt\"\n\nfunc main() {\n\tfmt.Println(helper())\n}\n\nfunc helper() int { return 1 }\n"
-	code, hasMain, err := scriptSource("x.go", []byte(src))
-	if err != nil || !hasMain {
-		t.Fatalf("scriptSource: %v, main %v", err, hasMain)
-	}
-	want := "// doc\n            \n\nimport \"fmt\"\n\nfunc " + mainAlias + "() {\n\tfmt.Println(helper())\n}\n\nfunc helper() int { return 1 }\n"
-	if code != want {
-		t.Fatalf("scriptSource:\n%q\nwant\n%q", code, want)
-	}
-	if strings.Count(code, "\n") != strings.Count(src, "\n") {
-		t.Fatal("lines moved: error positions would not be the file's")
-	}
-}

@@ -1,17 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io"
 	"os"
 	"path"
-	"slices"
 	"sort"
 	"strings"
 
@@ -120,7 +115,7 @@ func runScript(ctx context.Context, file string, procs int, args []string) int {
 		fmt.Fprintln(os.Stderr, "godist run:", err)
 		return 1
 	}
-	hasMain, err := includeFile(ctx, c, file)
+	hasMain, err := script.LoadFile(ctx, c, c.Procs(), file)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "godist run:", err)
 		return 1
@@ -129,62 +124,9 @@ func runScript(ctx context.Context, file string, procs int, args []string) int {
 		fmt.Fprintf(os.Stderr, "godist run: %s has no func main\n", file)
 		return 1
 	}
-	if _, err := script.EvalLocal(ctx, mainAlias+"()"); err != nil {
+	if _, err := script.EvalLocal(ctx, script.MainName+"()"); err != nil {
 		fmt.Fprintf(os.Stderr, "godist run: %s: %v\n", file, err)
 		return 1
 	}
 	return 0
-}
-
-// mainAlias is what a script's func main is renamed to when the file is loaded: loaded as
-// declarations, a function named main would be run by the interpreter at every later
-// evaluation, and workers must not run it at all.
-const mainAlias = "_main"
-
-// includeFile loads the declarations of a Go file into the namespace of every process of c
-// and reports whether the file has a func main (renamed mainAlias, not run). The package
-// clause is blanked out, not removed, so that positions in errors are the file's own: the
-// interpreter takes declarations after a package clause only once per namespace, and the
-// standard packages are imported already.
-func includeFile(ctx context.Context, c *dist.Cluster, file string) (hasMain bool, err error) {
-	src, err := os.ReadFile(file)
-	if err != nil {
-		return false, err
-	}
-	code, hasMain, err := scriptSource(file, src)
-	if err != nil {
-		return false, err
-	}
-	if err := script.Everywhere(ctx, c, code); err != nil {
-		return false, fmt.Errorf("%s: %w", file, err)
-	}
-	return hasMain, nil
-}
-
-// scriptSource turns a Go file into declarations for the interpreter: the package clause
-// becomes blanks and func main becomes mainAlias.
-func scriptSource(name string, src []byte) (code string, hasMain bool, err error) {
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, name, src, parser.SkipObjectResolution)
-	if err != nil {
-		return "", false, err
-	}
-	out := bytes.Clone(src)
-	tf := fset.File(f.Pos())
-	for i := tf.Offset(f.Package); i < tf.Offset(f.Name.End()); i++ {
-		if out[i] != '\n' {
-			out[i] = ' '
-		}
-	}
-	for _, d := range f.Decls {
-		fd, ok := d.(*ast.FuncDecl)
-		if !ok || fd.Recv != nil || fd.Name.Name != "main" {
-			continue
-		}
-		hasMain = true
-		off := tf.Offset(fd.Name.Pos())
-		out = slices.Concat(out[:off], []byte(mainAlias), out[off+len("main"):])
-		break
-	}
-	return string(out), hasMain, nil
 }
