@@ -114,6 +114,21 @@ func nilptr() *any { return new(any) }
 	if p, ok := v.(*any); err != nil || !ok || p == nil || *p != nil {
 		t.Errorf("EvalLocal nilptr() = %#v, %v", v, err)
 	}
+	// Whether a call has a value follows the callee's definition.
+	for _, step := range []struct {
+		code string
+		want any
+	}{
+		{"func later() {}", nil}, {"later()", nil},
+		{"func later() int { return 3 }", nil}, {"later()", 3},
+		{"var fv = func() {}", nil}, {"fv()", nil},
+		{"fv := func() string { return \"s\" }; fv()", "s"}, {"fv()", "s"},
+	} {
+		got, err := script.Eval(ctx, c, pids, step.code)
+		if want := map[int]any{1: step.want, 2: step.want}; err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("Eval %q = %#v, %v; want %v", step.code, got, err, step.want)
+		}
+	}
 	got, err := script.Eval(ctx, c, pids, "y := 2 * myid()")
 	if want := map[int]any{1: 2, 2: 4}; err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("Eval y := 2 * myid() = %v, %v; want %v", got, err, want)

@@ -260,6 +260,10 @@ type yaegiEngine struct {
 	runID  *uint64 // the interpreter's run counter (see run), nil if yaegi changed its layout
 	ns     *namespace
 	shared map[string]sharedVar
+	// callees caches valueless's answer by the text of the called expression: a compile per
+	// evaluation costs more than the evaluation. Types are static, so the answer holds until
+	// code defines something (see valueless).
+	callees map[string]bool
 }
 
 func newYaegi(n *namespace) (*yaegiEngine, error) {
@@ -326,6 +330,11 @@ func (y *yaegiEngine) eval(ctx context.Context, code string) (reflect.Value, err
 			}
 		}
 	}
+	if err != nil || decl {
+		// A declaration may change what a name refers to; a failed evaluation may have
+		// declared part of its code.
+		y.callees = nil
+	}
 	if err != nil {
 		return v, y.ns.panics.wrap(err, code, off)
 	}
@@ -371,10 +380,31 @@ func (y *yaegiEngine) valueless(src string) bool {
 	if !ok {
 		return false
 	}
+	for _, st := range body {
+		// Top-level statements that define globals may give a name a new type.
+		if a, ok := st.(*ast.AssignStmt); (ok && a.Tok == token.DEFINE) || isDecl(st) {
+			y.callees = nil
+			break
+		}
+	}
+	text := func(n ast.Node) string { return src[int(n.Pos())-1-len(prefix) : int(n.End())-1-len(prefix)] }
+	fun := text(call.Fun)
+	if none, ok := y.callees[fun]; ok {
+		return none
+	}
 	// Compiled, not run: yaegi refuses to return the value of a call without results.
-	expr := src[int(call.Pos())-1-len(prefix) : int(call.End())-1-len(prefix)]
-	_, err = y.compile("func _() any { return " + expr + " }")
-	return err != nil && strings.Contains(err.Error(), "not enough arguments to return")
+	_, err = y.compile("func _() any { return " + text(call) + " }")
+	none := err != nil && strings.Contains(err.Error(), "not enough arguments to return")
+	if y.callees == nil || len(y.callees) >= 1024 {
+		y.callees = map[string]bool{}
+	}
+	y.callees[fun] = none
+	return none
+}
+
+func isDecl(st ast.Stmt) bool {
+	_, ok := st.(*ast.DeclStmt)
+	return ok
 }
 
 // run compiles and executes src in the caller's goroutine. Cancelling ctx stops the code:
@@ -479,6 +509,7 @@ func (y *yaegiEngine) bind(v reflect.Value) error {
 // refreshShared exposes the holders of y.shared as package godist/bound, dot-imported, so that
 // each array is a global under its own name.
 func (y *yaegiEngine) refreshShared() {
+	y.callees = nil // a bound name may have a new type
 	syms := map[string]reflect.Value{}
 	for name, sv := range y.shared {
 		syms[name] = sv.holder
