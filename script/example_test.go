@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log"
 	"math"
+	"os"
+	"path/filepath"
 
 	"github.com/godist/dist"
 	"github.com/godist/dist/script"
@@ -108,4 +110,48 @@ func ExampleEval() {
 	// Output:
 	// script: pid 2: 2:6: invalid operation: mismatched types int and untyped string
 	// 2 2
+}
+
+// Load a Go program into every namespace and run its main on the driver, as godist run does:
+// main reaches the workers with the builtins reap and sow.
+func ExampleLoadFile() {
+	ctx := context.Background()
+	c, err := dist.Start(ctx, dist.WithWorkers(2))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	dir, err := os.MkdirTemp("", "example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "squares.go")
+	src := `package main
+
+func square(x int) int { return x * x }
+
+var total int
+
+func main() {
+	sow(workers(), "n", "square(myid())")
+	for _, n := range reap(workers(), "n") {
+		total += n.(int)
+	}
+}
+`
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		log.Fatal(err)
+	}
+	hasMain, err := script.LoadFile(ctx, c, c.Procs(), file)
+	if err != nil || !hasMain {
+		log.Fatal(hasMain, err)
+	}
+	if _, err := script.EvalLocal(ctx, script.MainName+"()"); err != nil {
+		log.Fatal(err)
+	}
+	total, err := script.EvalLocal(ctx, "total")
+	fmt.Println(total, err)
+	// Output: 13 <nil>
 }

@@ -15,6 +15,9 @@ func TestUserNamesDoNotClash(t *testing.T) {
 	c, _ := disttest.Start(t, 1)
 	ctx := ctxT(t)
 	pids := []int{1, 2}
+	// This process's namespace outlives the test: the user's reap must not hide the builtin
+	// from later tests.
+	t.Cleanup(func() { script.Clear(ctx, c, []int{1}) })
 	if err := script.Everywhere(ctx, c, `
 var sow = "mine"
 var V = 7
