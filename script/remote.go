@@ -10,10 +10,11 @@ import (
 	"github.com/godist/dist"
 )
 
-// ErrSelf is the error (errors.Is) of a cluster builtin of interpreted code (reap, sow, …)
-// asked to evaluate on the process running that code. The namespace is busy with the calling
-// code and would wait for itself; the builtins refuse at once rather than deadlock. Compute the
-// value directly instead (x rather than reap([]int{myid()}, "x")).
+// ErrSelf is the failure of a cluster builtin of interpreted code (reap, sow, …) asked to
+// evaluate on the process running that code: the namespace is busy with the calling code and
+// would wait for itself, so the builtins refuse at once rather than deadlock. Compute the value
+// directly instead (x rather than reap([]int{myid()}, "x")). The calling evaluation fails with
+// an *EvalError whose message holds ErrSelf's text and the pid.
 var ErrSelf = errors.New("script: cannot evaluate on the calling process: its namespace is busy running the calling code")
 
 // notSelf fails when pids include this process (see ErrSelf).
