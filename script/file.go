@@ -25,8 +25,8 @@ const MainName = "_godist_main"
 // include and julia -L do. The file is an ordinary Go program: its package clause is dropped
 // (a namespace takes one only once), and its func main, if any, is loaded as MainName and not
 // run; hasMain reports whether there was one. Its imports of the packages every namespace has
-// (see the package doc) are dropped too, as they are imported already. Its init functions run
-// on load. A file may be
+// (see the package doc), and those that a file loaded earlier into the namespace made, are
+// dropped too, as they are imported already. Its init functions run on load. A file may be
 // loaded again: its declarations replace the earlier ones. Errors name the file and the position
 // in it ("prog.go: script: pid 2: 4:7: undefined: x"); the error is the lowest failing pid's.
 func LoadFile(ctx context.Context, c *dist.Cluster, pids []int, path string) (hasMain bool, err error) {
