@@ -184,17 +184,22 @@ type CmdProcess struct {
 
 	mu      sync.Mutex
 	label   string
-	labeled chan struct{}
+	joined  bool     // SetPid was called: lines go out as they come
+	pending []string // lines printed before that, kept to be shown with the pid
+	dropped int      // lines beyond maxPending, counted instead of kept
 	output  OutputFunc
 	wg      sync.WaitGroup
 }
+
+// maxPending bounds the lines kept from a worker that has not joined yet.
+const maxPending = 1000
 
 // StartCmd starts cmd as a worker: it sends spec.Config on the command's standard input,
 // waits up to spec.Timeout for the handshake line on its standard output, and then forwards
 // every other line of stdout and stderr to the cluster's output. where names the host for
 // error messages. On any failure the process is killed and reaped.
 func StartCmd(ctx context.Context, cmd *exec.Cmd, spec LaunchSpec, where string) (*CmdProcess, error) {
-	p := &CmdProcess{cmd: cmd, where: where, done: make(chan struct{}), labeled: make(chan struct{})}
+	p := &CmdProcess{cmd: cmd, where: where, done: make(chan struct{})}
 	cfg, err := json.Marshal(spec.Config)
 	if err != nil {
 		return nil, err
@@ -232,7 +237,6 @@ func StartCmd(ctx context.Context, cmd *exec.Cmd, spec LaunchSpec, where string)
 		close(p.done)
 	}()
 	fail := func(why string) (*CmdProcess, error) {
-		p.SetPid(0) // lets the output goroutines finish, which the process's reaping waits for
 		p.Kill()
 		<-p.done
 		if strings.Contains(why, "%v") {
@@ -323,16 +327,24 @@ func (p *CmdProcess) forward(r io.Reader, tail *lineTail) {
 	io.Copy(io.Discard, r)
 }
 
-// emit waits until the worker's pid is known (or it failed to start) so that every line is
-// labelled with the pid users know it by.
+// emit forwards a line of the worker's output, or keeps it until the worker has joined so
+// that it is labelled with the pid users know the worker by. It never waits for the join:
+// the reader of stdout is also the one that must see the handshake, which a worker that
+// prints first (in a package's init, say) sends after such lines.
 func (p *CmdProcess) emit(line string, tail *lineTail) {
 	tail.add(line)
-	<-p.labeled
 	p.mu.Lock()
-	label, out := p.label, p.output
-	p.mu.Unlock()
-	if out != nil {
-		out(label, line)
+	defer p.mu.Unlock() // held while forwarding, so that kept lines go out first and in order
+	if !p.joined {
+		if len(p.pending) < maxPending {
+			p.pending = append(p.pending, line)
+		} else {
+			p.dropped++
+		}
+		return
+	}
+	if p.output != nil {
+		p.output(p.label, line)
 	}
 }
 
@@ -346,17 +358,28 @@ func (p *CmdProcess) SetOutput(f OutputFunc) {
 // Addr implements Process.
 func (p *CmdProcess) Addr() (string, string) { return p.network, p.addr }
 
-// SetPid implements Process; pid 0 means the worker never joined.
+// SetPid implements Process; pid 0 means the worker never joined. The lines the worker printed
+// until now are forwarded, labelled with pid (with its OS pid for 0).
 func (p *CmdProcess) SetPid(pid int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if pid > 0 {
 		p.label = fmt.Sprintf("From worker %d", pid)
 	}
-	select {
-	case <-p.labeled:
-	default:
-		close(p.labeled)
+	if p.joined {
+		return
+	}
+	p.joined = true
+	pending, dropped := p.pending, p.dropped
+	p.pending, p.dropped = nil, 0
+	if p.output == nil {
+		return
+	}
+	for _, l := range pending {
+		p.output(p.label, l)
+	}
+	if dropped > 0 {
+		p.output(p.label, fmt.Sprintf("(%d more lines printed before the worker joined were dropped)", dropped))
 	}
 }
 
