@@ -14,7 +14,9 @@ var double = dist.NewFunc("example.double", func(ctx context.Context, x float64)
 })
 
 // The main of a program run as `mpirun -np 8 ./prog`: rank 0 gets a cluster of all 8 ranks,
-// the other ranks serve inside mpi.Start until rank 0 closes the cluster, then exit.
+// the other ranks serve inside mpi.Start until rank 0 closes the cluster, then exit. The
+// example is compiled but not run by go test (it needs mpirun; the package's tests start real
+// mpirun launches).
 func Example() {
 	// dist.Main() is the first line of main().
 	ctx := context.Background()

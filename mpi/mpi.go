@@ -1,7 +1,9 @@
 // Package mpi forms a godist cluster from the processes of an MPI launch: a program started
 // with mpirun (Open MPI) calls Start, rank 0 becomes the driver (pid 1) and every other rank
 // joins it as a worker. No MPI library is used: the launcher only starts the processes and
-// tells each its rank; godist's own transport carries the calls.
+// tells each its rank; godist's own transport carries the calls. It is the counterpart of
+// MPIClusterManagers.jl's start_main_loop(TCP_TRANSPORT_ALL), where rank 0 is the master and
+// the other ranks are its workers.
 //
 //	func main() {
 //		dist.Main()
@@ -15,9 +17,8 @@
 //
 // # How the ranks find rank 0
 //
-// Rank 0 accepts workers with package elastic; its TCP listener stays open until the cluster
-// closes (a process given its address and the cookie may join later, as with elastic), a unix
-// socket's path is removed once all ranks have joined. The other ranks learn its address and the
+// Rank 0 accepts workers with package elastic, until all ranks have joined: its listener is
+// for the launch's ranks only, and closes then. The other ranks learn its address and the
 // cluster cookie from a rendezvous file that rank 0 writes, named after the launch's job id
 // (Open MPI's OMPI_MCA_ess_base_jobid, with mpirun's own address so that a stale file of an
 // earlier launch is never taken for this one). The file is readable by its owner only,
@@ -37,6 +38,14 @@
 // Other launchers work when they set the rank and size in the environment (PMI_RANK and
 // PMI_SIZE, as MPICH's Hydra does, or PMIX_RANK with OMPI_COMM_WORLD_SIZE) and the job is
 // named by GODIST_MPI_KEY (any string unique to the launch) or WithDriverAddr is used.
+//
+// # Limits
+//
+// The cluster is the launch: a rank that dies is gone (the cluster reports it exited) and is
+// not restarted, and Start on rank 0 fails unless every rank joins in time (WithTimeout).
+// Ranks other than 0 exit inside Start, so code after it, deferred calls included, runs on
+// rank 0 only; use Serve to run code on them after they stop serving. MPI's own
+// communication (MPI_Send, collectives) is not available: ranks talk through godist calls.
 package mpi
 
 import (
@@ -288,15 +297,14 @@ func startDriver(ctx context.Context, w World, o options) (*dist.Cluster, error)
 	if err != nil {
 		return nil, fmt.Errorf("mpi: rank 0: %w", err)
 	}
-	// The listener lives as long as the cluster (it closes itself at Close), not as long as
-	// ctx: closing it right after the last join can cut that worker's control connection
-	// while elastic still finishes admitting it (elastic's Listener.Close closes connections
-	// it has not yet marked as joined), which the worker takes for the driver's loss.
-	ln, err := elastic.Listen(context.WithoutCancel(ctx), c, listen, elastic.WithConnectTimeout(o.timeout))
+	ln, err := elastic.Listen(ctx, c, listen, elastic.WithConnectTimeout(o.timeout))
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("mpi: rank 0: %w", err)
 	}
+	// The listener is only for the launch's ranks: none come later. Closing it leaves the
+	// ranks the cluster has counted in the cluster.
+	defer ln.Close()
 	fail := func(err error) (*dist.Cluster, error) {
 		ln.Close()
 		c.Close()
@@ -420,7 +428,9 @@ var rankFunc = dist.NewFunc("godist.mpi.rank", func(ctx context.Context, _ struc
 })
 
 // Ranks returns the MPI rank of every process of c by pid (the driver, pid 1, is rank 0), asking
-// each worker. Call it on rank 0.
+// each worker. Call it on rank 0. A process that is not a rank of the launch (one that joined
+// rank 0's listener later, as elastic allows) has no rank: the error then names the first
+// such pid (its message is ErrNotLaunched's) and the map holds the ranks of the others.
 func Ranks(ctx context.Context, c *dist.Cluster) (map[int]int, error) {
 	return rankFunc.Everywhere(ctx, c, struct{}{})
 }

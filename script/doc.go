@@ -47,6 +47,11 @@
 // a goroutine that the code starts ends the process. Cancelling the caller's context stops
 // waiting, and stops the code at its next interpreted step.
 //
+// The package's functions are safe for concurrent use. A namespace runs one evaluation at a
+// time, so evaluations sent to one process at once run one after the other, each waiting for
+// its turn within its own context (goroutines that code starts are not serialised: they run on
+// beside later evaluations).
+//
 // Values cross processes with their types (see Value): a [][]float64 reaped from a worker is a
 // [][]float64, an int an int, a struct defined by interpreted code a struct with the same fields.
 // Save and Load use the same form in a versioned file.

@@ -92,10 +92,10 @@ func MemStats(ctx context.Context, c *dist.Cluster, pids []int) ([]ProcStats, er
 
 // VarInfo describes a global of a namespace (a line of Julia's whos).
 type VarInfo struct {
-	Name  string
+	Name  string // the global's name
 	Type  string // Go syntax, as the interpreter knows it
 	Bytes int64  // memory the value reaches (shared backing arrays counted once)
-	Const bool
+	Const bool   // a constant rather than a variable
 }
 
 var varsFn = dist.NewFunc("script.vars", func(ctx context.Context, _ struct{}) ([]VarInfo, error) {

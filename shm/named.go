@@ -53,7 +53,9 @@ type Info struct {
 // and maps it. It fails with an error wrapping fs.ErrExist if a segment of that prefix and name
 // exists, even one whose creator died (remove those with Clean or Unlink). The file is not
 // removed by Close: call Unlink when no other process needs to open it; if the creator crashes,
-// Clean removes it.
+// Clean removes it. prefix is 1 to MaxPrefixLen characters of [A-Za-z0-9_-] (no '.', so that
+// the file name parses back; DefaultPrefix when in doubt); name is 1 to MaxNameLen bytes
+// without '/', NUL or "..". Other prefixes and names are an error.
 func CreateNamed(prefix, name string, size int) (*Segment, error) {
 	return createNamedIn(shmDir, prefix, name, size, os.Getpid())
 }

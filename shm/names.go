@@ -13,8 +13,11 @@ var bindings = struct {
 	m map[string]any
 }{m: make(map[string]any)}
 
-// Lookup returns the value bound to name in this process (a *SharedArray[T] for a name given
-// to BroadcastShared), and whether there is one.
+// Lookup returns the value bound to name in this process (Bind, BroadcastShared, or inherited
+// by a Fork child), and whether there is one. The value is an *Array; LookupArray gives the
+// typed view. The handle belongs to the binding: do not Release it, and do not use its memory
+// after the name is unbound (Unbind, UnbindShared, or a later Bind of the name), which may
+// unmap it. Lookup, Names, Bind and Unbind are safe for concurrent use.
 func Lookup(name string) (any, bool) {
 	bindings.Lock()
 	defer bindings.Unlock()

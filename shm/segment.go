@@ -25,6 +25,30 @@
 // Every segment's memory is reserved with fallocate when it is created, so that a full tmpfs is
 // an error from Create (ErrNoSpace) rather than a SIGBUS at the first touch of a page
 // (julia#26222). The package is Linux only.
+//
+// A typical use: a matrix that workers fill in parallel, each over its share of the indices,
+// with no copy of the data crossing a socket (ExampleNewSharedArray has it in full):
+//
+//	fill := dist.NewFunc("fill", func(ctx context.Context, s *shm.SharedArray[float64]) (struct{}, error) {
+//		r := s.LocalIndices() // this worker's share
+//		for i := r.Lo; i < r.Hi; i++ {
+//			s.Data()[i] = float64(i)
+//		}
+//		return struct{}{}, nil
+//	})
+//	...
+//	s, err := shm.NewSharedArray[float64](ctx, c, []int{1000, 1000}, shm.WithInit(fill))
+//	...
+//	defer s.Release()
+//	sum := 0.0
+//	for _, v := range s.Data() { // the driver reads what the workers wrote
+//		sum += v
+//	}
+//
+// Limits: a SharedArray's participants are on one host (a handle that reaches another host
+// can describe and Fetch the array, not index it); elements hold no pointers (no strings,
+// slices, maps or interfaces); and the memory is not synchronized: processes order their
+// accesses themselves (disjoint indices, or a call boundary between writer and reader).
 package shm
 
 import (

@@ -32,7 +32,10 @@ type SharedArray[T any] struct {
 }
 
 // Range is a half-open range of linear indices [Lo, Hi).
-type Range struct{ Lo, Hi int }
+type Range struct {
+	Lo int // the first index in the range
+	Hi int // one past the last index; Hi == Lo is an empty range
+}
 
 // Len returns Hi-Lo.
 func (r Range) Len() int { return r.Hi - r.Lo }
@@ -262,7 +265,8 @@ func typed[T any](a *Array) (*SharedArray[T], error) {
 }
 
 // As returns the typed view of an untyped handle (from Lookup, for example). It fails if the
-// element type is not T.
+// element type is not T. The view shares a's handle rather than making a new claim: releasing
+// either one releases both.
 func As[T any](a *Array) (*SharedArray[T], error) {
 	if a == nil {
 		return nil, errors.New("shm: As: nil array")
@@ -271,6 +275,8 @@ func As[T any](a *Array) (*SharedArray[T], error) {
 }
 
 // LookupArray returns the array bound to name in this process (see Lookup) as a SharedArray[T].
+// It is an error if nothing is bound to name or the element type is not T. The result shares
+// the binding's handle, with the same lifetime rules as Lookup's: do not Release it.
 func LookupArray[T any](name string) (*SharedArray[T], error) {
 	v, ok := Lookup(name)
 	if !ok {
@@ -365,7 +371,8 @@ func (s *SharedArray[T]) At(idx ...int) T { return s.Data()[s.Index(idx...)] }
 // Set stores v at idx (see At).
 func (s *SharedArray[T]) Set(v T, idx ...int) { s.Data()[s.Index(idx...)] = v }
 
-// Fill stores v in every element of r.
+// Fill stores v in every element of r. Like slicing, it panics if r is out of range or, for a
+// non-empty r, where the array is not Local.
 func (s *SharedArray[T]) Fill(v T, r Range) {
 	d := s.Data()[r.Lo:r.Hi]
 	for i := range d {

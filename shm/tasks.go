@@ -192,7 +192,9 @@ var taskStopFunc = dist.NewFunc("godist.shm.taskStop", func(ctx context.Context,
 
 // StartTasks starts one server task on each worker of c (on the caller alone if there are no
 // workers), creating the configured segments shared by the tasks and the caller (PTools'
-// start_stasks). With segments, the tasks' processes must be on one host. Stop ends them.
+// start_stasks). With segments, the tasks' processes must be on one host. The caller must call
+// Stop: until then every task holds a goroutine and its segments' mappings in its process,
+// and tasks on the caller's own process (a cluster without workers) outlive Cluster.Close.
 func StartTasks(ctx context.Context, c *dist.Cluster, cfgs ...ShmCfg) (*Tasks, error) {
 	if c == nil {
 		return nil, errors.New("shm: StartTasks: nil cluster")

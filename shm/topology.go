@@ -53,7 +53,10 @@ type hostKey struct {
 	pid int
 }
 
-// Hosts returns the hostname of each of pids (default: every process of c).
+// Hosts returns the hostname of each of pids (default: every process of c), concurrently asking
+// the processes whose host the cluster's membership does not record (answers are remembered:
+// pids are never reused). If some cannot be asked, the error names
+// the first that failed and the map holds the others.
 func Hosts(ctx context.Context, c *dist.Cluster, pids ...int) (map[int]string, error) {
 	if len(pids) == 0 {
 		pids = c.Procs()

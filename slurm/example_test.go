@@ -16,7 +16,9 @@ var cube = dist.NewFunc("example.cube", func(ctx context.Context, x int) (int, e
 
 // A program run with sbatch (or inside salloc) gets its workers as steps of its own job; run
 // anywhere else, it requests an allocation of 4 tasks for at most 30 minutes and releases it
-// at Close. Its main must start with dist.Main(), as every godist program's.
+// at Close. Its main must start with dist.Main(), as every godist program's. The example is
+// compiled but not run by go test (it needs Slurm; the package's tests use the one set up by
+// scripts/slurm.sh).
 func Example() {
 	ctx := context.Background()
 	m := slurm.New(slurm.WithTimeLimit(30 * time.Minute))

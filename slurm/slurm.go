@@ -1,4 +1,6 @@
-// Package slurm starts godist workers through Slurm.
+// Package slurm starts godist workers through Slurm: the counterpart of ClusterManagers.jl's
+// SlurmManager (addprocs_slurm) and of SlurmClusterManager.jl, which adds the tasks of the
+// job it runs in.
 //
 // Inside an allocation (the process runs in a Slurm job: SLURM_JOB_ID is set, as under sbatch,
 // salloc or srun) each worker is one job step started with srun, placed on the allocation's
@@ -23,6 +25,12 @@
 //	m := slurm.New(slurm.WithTimeLimit(30 * time.Minute))
 //	defer m.Close()
 //	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(16))
+//
+// Limits: the driver's host needs Slurm's client commands (srun, salloc, scontrol) in PATH,
+// and runs one srun process per worker for the worker's life; workers spread over the nodes
+// of one allocation (a second Launch outside an allocation requests a second one); and the
+// driver must be able to reach every node's address directly (no tunnelling as in package
+// ssh).
 package slurm
 
 import (
@@ -153,7 +161,9 @@ type slots struct {
 // Launch implements dist.Manager: it starts spec.Count workers as job steps, each on one node of
 // the allocation, listening on TCP at that node's address. Outside an allocation it first
 // requests one for spec.Count workers, which waits while Slurm queues the request (bounded by
-// ctx). Workers that started are returned even when others failed.
+// ctx). Workers that started are returned even when others failed, with an error joining the
+// failures; an allocation requested for a launch in which no worker started is released at
+// once rather than held until Close.
 func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Process, error) {
 	if spec.Count <= 0 {
 		return nil, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"strings"
 
 	"github.com/godist/dist"
 	"github.com/godist/dist/ssh"
@@ -18,9 +19,30 @@ func ExampleParseMachine() {
 	// Output: alice node7 2222 10.0.0.7 9100 true
 }
 
+// A machine file in the form of Julia's --machine-file: a count (or auto, the host's CPU
+// count) before '*', then the host and the workers' bind address.
+func ExampleParseMachines() {
+	file := `# two hosts
+auto*node1
+2*alice@node2:2222 10.0.0.2:9100
+`
+	ms, err := ssh.ParseMachines(strings.NewReader(file))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, m := range ms {
+		fmt.Println(m, m.Count)
+	}
+	// Output:
+	// node1 -1
+	// alice@node2:2222 10.0.0.2:9100 2
+}
+
 // Workers on two hosts: as many as node1 has CPUs, and two on node2, whose workers listen on
 // a given address and ports 9100 and 9101. The hosts are reached with the user's ssh
-// configuration plus a key; the driver's binary is copied where it is missing.
+// configuration plus a key; the driver's binary is copied where it is missing. The example is
+// compiled but not run by go test: it needs real hosts (the package's tests use network
+// namespaces set up by scripts/hosts.sh).
 func ExampleNew() {
 	dist.Main() // first statement of main(): a worker never returns from it
 

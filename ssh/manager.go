@@ -13,6 +13,27 @@
 // The program on every host must be the same binary as the driver's (the functions a
 // cluster runs are those the binary registered): by default the manager runs the driver's own
 // path on each host and copies its binary there first where it is missing.
+//
+// A program that spreads its work over two hosts (see ExampleNew for options):
+//
+//	func main() {
+//		dist.Main() // a worker runs here and never returns
+//		ctx := context.Background()
+//		machines, err := ssh.ParseMachines(strings.NewReader("auto*node1\n2*alice@node2\n"))
+//		...
+//		m, err := ssh.New(machines, ssh.Options{})
+//		...
+//		c, err := dist.Start(ctx, dist.WithWorkers(0))
+//		...
+//		defer c.Close() // ends every worker, and so every ssh session
+//		pids, err := ssh.AddProcs(ctx, c, m) // node1's CPU count + 2 workers
+//		...
+//	}
+//
+// Limits: hosts must run a POSIX shell and the driver's binary (a copy is only made to a host
+// of the driver's operating system and architecture); the driver needs a non-interactive
+// login (keys or an agent: a password prompt fails the launch); and every worker costs one
+// ssh client process on the driver's machine for its whole life.
 package ssh
 
 import (
@@ -151,7 +172,9 @@ func New(machines []Machine, opt Options) (*Manager, error) {
 }
 
 // AddProcs starts on c every worker m's machines ask for (their counts, Auto resolved) and
-// returns their pids, like c.AddProcs.
+// returns their pids, like c.AddProcs: if some hosts fail, it returns the pids of the workers
+// that joined and an error naming each failed host once (errors.As finds a *HostError). A host with an Auto count
+// that cannot be asked for its CPU count fails the whole call before any worker starts.
 func AddProcs(ctx context.Context, c *dist.Cluster, m *Manager, opts ...dist.Option) ([]int, error) {
 	n, err := m.Count(ctx)
 	if err != nil {

@@ -1,11 +1,27 @@
 // Command godist runs distributed Go programs and measures godist itself.
 //
-//	godist bench [-json] [PREFIX...]   measure latency, throughput, startup and memory
-//	godist run [-p N] EXAMPLE [ARGS]   run a built-in example on a local cluster of N workers
-//	godist run [-p N] FILE.go [ARGS]   load a Go script on every process, run its main on the driver
-//	godist repl [-p N] [-L FILE.go]    interactive Go on a local cluster (sow, reap, stitch, …)
-//	godist shm ls|clean                list or clean up named shared-memory segments
-//	godist version
+//	godist run [-p N] EXAMPLE [ARGS]      run a built-in example (pi, jobs, sweep) on a local cluster
+//	godist run [-p N] FILE.go [ARGS]      load a Go script on every process, run its main on the driver
+//	godist repl [-p N] [-L FILE.go] [-history FILE]
+//	                                      interactive Go on a local cluster (sow, reap, stitch, …)
+//	godist bench [-json] [-quick] [PREFIX...]
+//	                                      measure latency, throughput, startup and memory
+//	godist shm [-prefix P] ls|clean       list named shared-memory segments, or remove leftovers
+//	godist version                        print the wire protocol version
+//
+// run FILE.go and repl are the counterparts of "julia -p N -L FILE" and of Julia's REPL with
+// Distributed and ClusterUtils loaded: N local workers (default: the number of CPUs) are
+// started, and the code is Go interpreted by package script on every process, so a script or a
+// REPL session uses the same builtins (myid, workers, reap, sow, …) and has the same limits as
+// that package's namespaces (see its documentation). godist repl -h and godist run -h show
+// examples, and :help inside the REPL lists its commands.
+//
+// The cluster is always local: for workers on other hosts, write a program with package ssh,
+// slurm, mpi or elastic. Heavy work belongs in compiled functions (dist.NewFunc) of such a
+// program; the scripts are glue.
+//
+// godist shm clean removes the named segments (package shm) whose creating process has
+// exited, which a crash leaves in /dev/shm; segments of running processes are kept.
 package main
 
 import (

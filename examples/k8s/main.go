@@ -1,7 +1,20 @@
-// Command k8s is the program of the Kubernetes example (see README.md): one image, two roles.
-// With GODIST_DRIVER set it is an elastic worker that joins the driver at that address;
-// otherwise it is the driver, which accepts workers on GODIST_LISTEN, waits for WORKERS of
-// them, and sums the squares of 1..N over them with Pmap.
+// Command k8s is the program of the Kubernetes example (see README.md): one image, two roles,
+// as with ClusterManagers.jl's ElasticManager, where workers started by something else connect
+// to a listening driver. With GODIST_DRIVER set it is an elastic worker that joins the driver at
+// that address; otherwise it is the driver, which accepts workers on GODIST_LISTEN, waits for
+// WORKERS of them, and sums the squares of 1..N over them with Pmap.
+//
+// Environment (defaults in brackets):
+//
+//	GODIST_DRIVER            worker: the driver's host:port (a Service name in the manifest)
+//	GODIST_CONNECT_TIMEOUT   worker: how long to retry the driver [10m]; a lost driver is a clean exit
+//	GODIST_LISTEN            driver: the address workers connect to [:9009]
+//	WORKERS, N               driver: workers to wait for [2], squares to sum [1000]
+//	GODIST_WAIT              driver: how long to wait for them [5m]
+//	GODIST_COOKIE_FILE       both: the cluster cookie (or GODIST_COOKIE), the same for all pods
+//
+// The manifest (k8s.yaml) has not been run on Kubernetes; the program is tested as a driver and
+// two worker processes over loopback (main_test.go).
 package main
 
 import (
