@@ -208,8 +208,10 @@ func (c *Conn) read(r *bufio.Reader, first *Frame) {
 		}
 		switch f.Kind {
 		case KindReply, KindError:
+			// Looked at before delivering: the caller woken may be gone at once.
+			callerWaits := c.leadWanted.Load() > 0
 			c.deliver(f)
-			if c.leadWanted.Load() > 0 && r.Buffered() == 0 && c.setFree() {
+			if callerWaits && r.Buffered() == 0 && c.setFree() {
 				// The caller just woken reads for itself from its next call on: that
 				// spares a goroutine hand-off, and a thread wake-up, per call.
 				return
@@ -388,8 +390,8 @@ func (m *monitor) kick() {
 }
 
 func (m *monitor) loop() {
-	t := time.NewTicker(monitorTick)
-	defer t.Stop()
+	t := newTicker(monitorTick)
+	defer t.close()
 	for {
 		m.mu.Lock()
 		if len(m.conns) == 0 {
@@ -429,16 +431,13 @@ func (m *monitor) loop() {
 				m.sleeping.Store(false)
 				continue
 			}
-			t.Stop()
+			t.stop()
 			<-m.wake
 			m.sleeping.Store(false)
-			t.Reset(monitorTick)
+			t.reset(monitorTick)
 			continue
 		}
-		select {
-		case <-t.C:
-		case <-m.wake:
-		}
+		t.wait()
 	}
 }
 
