@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/godist/dist"
+	"github.com/godist/dist/internal/lines"
 )
 
 // Lines the remote side prints before the worker's own handshake.
@@ -45,17 +46,12 @@ type Process struct {
 	waitErr   error
 	tail      lineTail
 
+	lines lines.Forwarder // holds lines printed before the worker joined
+
 	mu      sync.Mutex
-	label   string
-	labeled bool
-	pending []string // lines printed before the worker joined, shown once it has
-	output  dist.OutputFunc
 	fwd     *exec.Cmd     // the tunnel's ssh -L, if any
 	fwdDone chan struct{} // closed when fwd has been reaped
 }
-
-// maxPending bounds the lines kept from a worker that has not joined yet.
-const maxPending = 1000
 
 // start launches one worker on machine i and waits for its address. A host that lacks the
 // executable gets a copy of this binary, and the launch is tried once more. A connection
@@ -132,7 +128,7 @@ func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_
 	if err := cmd.Start(); err != nil {
 		return nil, nil, m.hostErr(i, -1, "", fmt.Errorf("starting ssh: %w", err))
 	}
-	p.label = fmt.Sprintf("From worker %s (ssh pid %d)", p.host, cmd.Process.Pid)
+	p.lines.SetLabel(fmt.Sprintf("From worker %s (ssh pid %d)", p.host, cmd.Process.Pid))
 	m.mu.Lock()
 	m.procs[p] = struct{}{}
 	m.mu.Unlock()
@@ -159,7 +155,7 @@ func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_
 		}
 		p.Kill()
 		<-p.done
-		p.SetPid(0) // drops what was kept for a worker that will never join
+		p.SetPid(0) // the worker never joins: stop keeping its lines
 		code := -1
 		var ee *exec.ExitError
 		if err == nil && errors.As(p.waitErr, &ee) && ee.Exited() {
@@ -228,9 +224,7 @@ func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_
 			return fail(fmt.Errorf("launch cancelled: %w", ctx.Err()))
 		}
 	}
-	p.mu.Lock()
-	p.label = fmt.Sprintf("From worker %s (pid %d there)", p.host, p.RemotePid())
-	p.mu.Unlock()
+	p.lines.SetLabel(fmt.Sprintf("From worker %s (pid %d there)", p.host, p.RemotePid()))
 	if m.opt.Tunnel {
 		if err := p.forward(ctx, timer.C); err != nil {
 			return fail(err)
@@ -284,44 +278,14 @@ func (p *Process) readStderr(r io.Reader) {
 // emit forwards a line of the worker's output, or keeps it until the worker has joined so
 // that it is labelled with the pid users know the worker by. It never blocks the readers on
 // the cluster: a worker that prints before its handshake must not stall its own launch.
-func (p *Process) emit(line string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.labeled {
-		if len(p.pending) < maxPending {
-			p.pending = append(p.pending, line)
-		}
-		return
-	}
-	if p.output != nil {
-		p.output(p.label, line)
-	}
-}
+func (p *Process) emit(line string) { p.lines.Line(line) }
 
 // SetOutput sets where the worker's output lines go; the cluster calls it before SetPid.
-func (p *Process) SetOutput(f dist.OutputFunc) {
-	p.mu.Lock()
-	p.output = f
-	p.mu.Unlock()
-}
+func (p *Process) SetOutput(f dist.OutputFunc) { p.lines.SetOutput(f) }
 
 // SetPid implements dist.Process: the worker joined as pid (0: it never will), and the lines
 // it printed so far are forwarded.
-func (p *Process) SetPid(pid int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if pid > 0 {
-		p.label = fmt.Sprintf("From worker %d", pid)
-	}
-	p.labeled = true
-	pending := p.pending
-	p.pending = nil
-	if p.output != nil && pid > 0 {
-		for _, l := range pending {
-			p.output(p.label, l)
-		}
-	}
-}
+func (p *Process) SetPid(pid int) { p.lines.Join(pid) }
 
 // Addr implements dist.Process: where the driver reaches the worker (with Tunnel, the local
 // end of its forward).
@@ -358,7 +322,8 @@ func (p *Process) Wait() error {
 
 // Kill implements dist.Process. It kills the local ssh client: its session closes, and the
 // worker, whose standard input ends, exits. A worker on a host that cannot be reached any
-// more lives on until the host notices the lost connection.
+// more lives on until the host notices the lost connection. Kill does not wait: it returns nil
+// at once, and Done and Wait tell when the session has ended.
 func (p *Process) Kill() error {
 	select {
 	case <-p.done:
