@@ -103,8 +103,10 @@ var fillFunc = dist.NewFunc("godist.shm.fill", func(ctx context.Context, r fillR
 // topo on that host, so that each of them reaches its host's copy with Lookup(name) or
 // LookupArray[T](name), and the interpreter by name (ClusterUtils' broadcast_shared). value
 // crosses to each host once. It returns the caller's handle of each host's array, by
-// representative; the bindings hold their own handles until UnbindShared. Writes through a
-// host's array are seen by every process of that host and by no other host.
+// representative: the caller owns them and Releases them when done; the bindings hold their
+// own handles until UnbindShared. Writes through a host's array are seen by every process of
+// that host and by no other host. It is all or nothing: on failure no handle is returned and
+// name is left unbound in every process of topo, even where something was bound to it before.
 func BroadcastShared[T any](ctx context.Context, c *dist.Cluster, topo Topology, value []T, dims []int, name string) (map[int]*SharedArray[T], error) {
 	if c == nil {
 		return nil, errors.New("shm: BroadcastShared: nil cluster")
@@ -146,7 +148,9 @@ func BroadcastShared[T any](ctx context.Context, c *dist.Cluster, topo Topology,
 	return out, nil
 }
 
-// UnbindShared removes name from every process of topo and releases their handles.
+// UnbindShared removes name from every process of topo and releases their handles; an array's
+// memory is freed once its last handle anywhere, the caller's from BroadcastShared included,
+// is released. A process where name is not bound is no error.
 func UnbindShared(ctx context.Context, c *dist.Cluster, topo Topology, name string) error {
 	var pids []int
 	for _, ps := range topo {

@@ -126,7 +126,10 @@ func init() {
 // file's contents), shared by the participating processes (WithPids), and runs the WithInit
 // function on each of them. The participants must be on one host; the caller may be elsewhere,
 // in which case the lowest participating pid creates the segment. A full /dev/shm, a full file
-// system or a failed map is an error (ErrNoSpace for the first two), never a SIGBUS later.
+// system or a failed map is an error (ErrNoSpace for the first two), never a SIGBUS later. If
+// the init function fails anywhere, the array is released and the error names the function.
+// The caller owns the returned handle: Release it when done (an unreachable handle releases
+// itself, but only when the garbage collector gets to it).
 func NewSharedArray[T any](ctx context.Context, c *dist.Cluster, dims []int, opts ...Option) (*SharedArray[T], error) {
 	if c == nil {
 		return nil, errors.New("shm: NewSharedArray: nil cluster")

@@ -271,9 +271,11 @@ func (h *Tasks) Pids() []int { return slices.Clone(h.pids) }
 func (h *Tasks) Array(name string) *Array { return h.arrays[name] }
 
 // PmapTasks calls f on every task concurrently, task i with element i of each list (PTools'
-// pmap_stasks), and returns the results by task index. Each list must have Count elements. f
-// runs inside the task (CurrentTask gives its state), one call at a time per task. Failed
-// calls are joined into the error, naming their task; the other results are returned.
+// pmap_stasks): f's argument is []In{lists[0][i], lists[1][i], …}. It returns the results by
+// task index once every call has ended. Each list must have Count elements. f runs inside the
+// task (CurrentTask gives its state), one call at a time per task, so calls of PmapTasks made
+// at once queue up in each task. Failed calls are joined into the error, naming their task;
+// the other results are returned. After Stop it fails at once.
 func PmapTasks[In, Out any](ctx context.Context, h *Tasks, f *dist.Func[[]In, Out], lists ...[]In) ([]Out, error) {
 	if h == nil || f == nil {
 		return nil, errors.New("shm: PmapTasks: nil tasks or function")
