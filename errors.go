@@ -91,6 +91,7 @@ const (
 	codeDeadline = "deadline"
 	codeClosed   = "chan_closed"
 	codeReleased = "released"
+	codeTopology = "topology"
 	codeRemote   = "remote"
 )
 
@@ -131,6 +132,8 @@ func setCause(r *errRecord, err error) {
 		r.Code = codeClosed
 	case errors.Is(err, ErrReleased):
 		r.Code = codeReleased
+	case errors.Is(err, ErrTopology):
+		r.Code = codeTopology
 	case errors.Is(err, context.Canceled):
 		r.Code = codeCanceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -152,6 +155,8 @@ func (r *errRecord) toError() error {
 		re.cause = ErrChannelClosed
 	case codeReleased:
 		re.cause = ErrReleased
+	case codeTopology:
+		re.cause = ErrTopology
 	case codeCanceled:
 		re.cause = context.Canceled
 	case codeDeadline:
