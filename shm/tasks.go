@@ -43,6 +43,7 @@ type Tasks struct {
 
 	mu      sync.Mutex
 	stopped bool
+	quit    chan struct{} // closed once stopped: ends the watch of the cluster
 }
 
 // Task is a server task's own state, reachable in the functions PmapTasks runs through
@@ -52,9 +53,11 @@ type Task struct {
 	Count int            // number of tasks
 	Store map[string]any // task-local storage; only this task's calls use it, one at a time
 
-	arrays map[string]*Array
-	reqs   chan taskReq
-	done   chan struct{}
+	arrays   map[string]*Array
+	reqs     chan taskReq  // never closed: a caller may be sending when the task stops
+	stop     chan struct{} // closed by stopOnce to end the task
+	stopOnce sync.Once
+	done     chan struct{} // closed when serve has ended
 }
 
 type taskKey struct{}
@@ -107,7 +110,7 @@ type taskStart struct {
 var taskStartFunc = dist.NewFunc("godist.shm.taskStart", func(ctx context.Context, r taskStart) (struct{}, error) {
 	c := dist.Current(ctx)
 	t := &Task{Index: r.Index, Count: r.Count, Store: make(map[string]any), arrays: make(map[string]*Array),
-		reqs: make(chan taskReq), done: make(chan struct{})}
+		reqs: make(chan taskReq), stop: make(chan struct{}), done: make(chan struct{})}
 	local := dist.CallerPid(ctx) == c.MyID()
 	for i, name := range r.Names {
 		a := r.Arrays[i]
@@ -126,24 +129,40 @@ var taskStartFunc = dist.NewFunc("godist.shm.taskStart", func(ctx context.Contex
 	}
 	tasks.m[r.ID] = t
 	tasks.Unlock()
-	go t.serve(c)
+	go t.serve(c, r.ID)
 	return struct{}{}, nil
 })
 
-// serve is the task: it runs the requests one at a time until stopped.
-func (t *Task) serve(c *dist.Cluster) {
+// serve is the task: it runs the requests one at a time until stopped or until its process's
+// cluster ends (without workers the task runs in the caller, whose process goes on after
+// Close: a forgotten Stop must not keep the goroutine and the mappings).
+func (t *Task) serve(c *dist.Cluster, id string) {
 	defer close(t.done)
-	for req := range t.reqs {
-		ctx := context.WithValue(req.ctx, taskKey{}, t)
-		v, err := c.CallByName(ctx, c.MyID(), req.fn, cbor.RawMessage(req.args))
-		var b []byte
-		if err == nil {
-			b, err = codec.Marshal(v)
+	defer func() {
+		tasks.Lock()
+		if tasks.m[id] == t {
+			delete(tasks.m, id)
 		}
-		req.reply <- taskReply{b, err}
-	}
-	for _, a := range t.arrays {
-		a.Release()
+		tasks.Unlock()
+		for _, a := range t.arrays {
+			a.Release()
+		}
+	}()
+	for {
+		select {
+		case req := <-t.reqs:
+			ctx := context.WithValue(req.ctx, taskKey{}, t)
+			v, err := c.CallByName(ctx, c.MyID(), req.fn, cbor.RawMessage(req.args))
+			var b []byte
+			if err == nil {
+				b, err = codec.Marshal(v)
+			}
+			req.reply <- taskReply{b, err}
+		case <-t.stop:
+			return
+		case <-c.Done():
+			return
+		}
 	}
 }
 
@@ -181,7 +200,7 @@ var taskStopFunc = dist.NewFunc("godist.shm.taskStop", func(ctx context.Context,
 	if t == nil {
 		return struct{}{}, nil
 	}
-	close(t.reqs)
+	t.stopOnce.Do(func() { close(t.stop) })
 	select {
 	case <-t.done:
 		return struct{}{}, nil
@@ -192,16 +211,18 @@ var taskStopFunc = dist.NewFunc("godist.shm.taskStop", func(ctx context.Context,
 
 // StartTasks starts one server task on each worker of c (on the caller alone if there are no
 // workers), creating the configured segments shared by the tasks and the caller (PTools'
-// start_stasks). With segments, the tasks' processes must be on one host. The caller must call
-// Stop: until then every task holds a goroutine and its segments' mappings in its process,
-// and tasks on the caller's own process (a cluster without workers) outlive Cluster.Close.
+// start_stasks). With segments, the tasks' processes must be on one host. The caller should call
+// Stop: until then every task holds a goroutine and its segments' mappings in its process.
+// Closing c ends them too, as it ends the workers: the tasks, and the caller's mappings of the
+// segments, do not outlive c.
 func StartTasks(ctx context.Context, c *dist.Cluster, cfgs ...ShmCfg) (*Tasks, error) {
 	if c == nil {
 		return nil, errors.New("shm: StartTasks: nil cluster")
 	}
 	var tok [16]byte
 	rand.Read(tok[:])
-	h := &Tasks{c: c, id: fmt.Sprintf("%x", tok), pids: c.Workers(), arrays: make(map[string]*Array)}
+	h := &Tasks{c: c, id: fmt.Sprintf("%x", tok), pids: c.Workers(), arrays: make(map[string]*Array),
+		quit: make(chan struct{})}
 	var names []string
 	var arrays []*Array
 	fail := func(err error) (*Tasks, error) {
@@ -258,7 +279,36 @@ func StartTasks(ctx context.Context, c *dist.Cluster, cfgs ...ShmCfg) (*Tasks, e
 	if len(errs) > 0 {
 		return fail(errors.Join(errs...))
 	}
+	go func() {
+		select {
+		case <-c.Done():
+			if h.finish() {
+				h.release()
+			}
+		case <-h.quit:
+		}
+	}()
 	return h, nil
+}
+
+// finish marks h stopped and reports whether this call did, so that exactly one of Stop and
+// the cluster's end releases its segments.
+func (h *Tasks) finish() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return false
+	}
+	h.stopped = true
+	close(h.quit)
+	return true
+}
+
+// release drops the caller's mappings of the segments.
+func (h *Tasks) release() {
+	for _, a := range h.arrays {
+		a.Release()
+	}
 }
 
 // Count returns the number of tasks (PTools' count_stasks), to partition a job by.
@@ -321,19 +371,14 @@ func PmapTasks[In, Out any](ctx context.Context, h *Tasks, f *dist.Func[[]In, Ou
 }
 
 // Stop ends every task (after the call it is running) and releases the segments: their memory
-// is freed once no process holds them (PTools' stop_stasks). Stop is idempotent.
+// is freed once no process holds them (PTools' stop_stasks). Stop is idempotent, and does
+// nothing once the cluster is closed (Close has ended the tasks).
 func (h *Tasks) Stop(ctx context.Context) error {
-	h.mu.Lock()
-	if h.stopped {
-		h.mu.Unlock()
+	if !h.finish() {
 		return nil
 	}
-	h.stopped = true
-	h.mu.Unlock()
 	_, err := taskStopFunc.On(ctx, h.c, h.pids, h.id)
-	for _, a := range h.arrays {
-		a.Release()
-	}
+	h.release()
 	if err != nil {
 		return fmt.Errorf("shm: Stop: %w", err)
 	}

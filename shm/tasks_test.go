@@ -3,6 +3,7 @@ package shm_test
 import (
 	"context"
 	"os"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -117,5 +118,37 @@ func TestServerTasksAlone(t *testing.T) {
 	}
 	if err := h.Stop(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestServerTasksEndWithCluster: tasks whose Stop is forgotten end with the cluster. Without
+// workers the task runs in the caller, whose process outlives Close: its goroutine and its
+// mappings, and the caller's own, must not.
+func TestServerTasksEndWithCluster(t *testing.T) {
+	before := runtime.NumGoroutine()
+	c, _ := start(t, 0)
+	ctx := ctxT(t)
+	h, err := shm.StartTasks(ctx, c, shm.Seg[int32]("svar1", 10), shm.Seg[uint8]("svar2", 100, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := shm.PmapTasks(ctx, h, svarFill, []int{0}, []int{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	disttest.Eventually(t, 10*time.Second, "segments unmapped after Close", func() bool {
+		runtime.GC()
+		return shm.Owned() == 0 && shm.Mapped() == 0 && memfdMaps(os.Getpid()) == 0
+	})
+	if err := disttest.CheckGoroutines(before, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := shm.PmapTasks(ctx, h, svarFill, []int{0}, []int{1}); err == nil {
+		t.Fatal("a call after Close succeeded")
+	}
+	if err := h.Stop(ctx); err != nil {
+		t.Fatalf("Stop after Close: %v", err)
 	}
 }
