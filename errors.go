@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/godist/dist/internal/codec"
 )
 
 // ErrProcessExited is matched (errors.Is) by every error caused by a process of the cluster that
@@ -17,6 +19,18 @@ var ErrUnknownFunc = errors.New("dist: unknown function")
 // ErrTypeMismatch is matched when an argument or result cannot be decoded into the type the
 // receiving side expects.
 var ErrTypeMismatch = errors.New("dist: type mismatch")
+
+// decodeError describes a failure to decode the what ("argument", "result") of fn: an error
+// wrapping ErrTypeMismatch when the data does not fit the type, else the failure of the
+// type's own decoder (a shared array that cannot be mapped here, say), wrapped so that
+// errors.Is sees it, rather than a mismatch that would send users looking at their types.
+func decodeError(what, fn string, err error) error {
+	var de *codec.DecoderError
+	if errors.As(err, &de) {
+		return fmt.Errorf("dist: %s of %s: %w", what, fn, de)
+	}
+	return fmt.Errorf("%w: %s of %s: %v", ErrTypeMismatch, what, fn, err)
+}
 
 // ErrChannelClosed is matched by Put on a closed RemoteChannel and by Take/Fetch on a closed and
 // drained one.

@@ -75,7 +75,7 @@ func NewFunc[In, Out any](name string, fn func(context.Context, In) (Out, error)
 	register(name, func(ctx context.Context, fr *wire.Frame, arg []byte) (wire.Msg, error) {
 		var in In
 		if err := codec.Decode(arg, fr.Raw, &in); err != nil {
-			return wire.Msg{}, fmt.Errorf("%w: argument of %s: %v", ErrTypeMismatch, name, err)
+			return wire.Msg{}, decodeError("argument", name, err)
 		}
 		out, err := f.run(ctx, in)
 		if err != nil {
@@ -248,7 +248,7 @@ func decodeReply[T any](fn string, fr *wire.Frame) (T, error) {
 		return out, r.toError()
 	}
 	if err := codec.Decode(fr.CBOR, fr.Raw, &out); err != nil {
-		return out, fmt.Errorf("%w: result of %s: %v", ErrTypeMismatch, fn, err)
+		return out, decodeError("result", fn, err)
 	}
 	return out, nil
 }

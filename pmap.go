@@ -596,7 +596,7 @@ func (r *pmapRun[In, Out]) runRemote(pid int, idx []int) pmapOutcome[Out] {
 				raw = v
 			}
 			if err := codec.Decode(res.data, raw, &o.vals[k]); err != nil {
-				o.errs[k] = fmt.Errorf("%w: result of %s: %v", ErrTypeMismatch, r.f.name, err)
+				o.errs[k] = decodeError("result", r.f.name, err)
 			}
 		}
 	}

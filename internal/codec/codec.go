@@ -3,8 +3,11 @@
 package codec
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
+	"strings"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/godist/dist/internal/wire"
@@ -71,6 +74,9 @@ func Decode(data []byte, raw any, v any) error {
 			return fmt.Errorf("decode %T: empty message", v)
 		}
 		if err := decMode.Unmarshal(data, v); err != nil {
+			if cause := decoderCause(err); cause != nil {
+				return &DecoderError{Type: fmt.Sprintf("%T", v), Err: cause}
+			}
 			return fmt.Errorf("decode %T: %w", v, err)
 		}
 		return nil
@@ -117,4 +123,40 @@ func sameLayout(a, b reflect.Type) bool {
 	isInt := func(k reflect.Kind) bool { return k >= reflect.Int && k <= reflect.Int64 }
 	isUint := func(k reflect.Kind) bool { return k >= reflect.Uint && k <= reflect.Uint64 }
 	return (isInt(ka) && isInt(kb)) || (isUint(ka) && isUint(kb))
+}
+
+// DecoderError is Decode's error when the data had the shape of the value's type but the
+// type's own decoder (an UnmarshalCBOR, UnmarshalBinary or UnmarshalText method) failed: a
+// shared array that cannot be mapped in this process, say. It is not a type mismatch, and Err
+// is that decoder's error. Every other error of Decode is a mismatch or malformed data.
+type DecoderError struct {
+	Type string // the Go type decoded into
+	Err  error
+}
+
+func (e *DecoderError) Error() string { return "decode " + e.Type + ": " + e.Err.Error() }
+
+// Unwrap returns the decoder's error.
+func (e *DecoderError) Unwrap() error { return e.Err }
+
+// cborPkg is the import path of the CBOR library, whose own error types mark its findings.
+var cborPkg = reflect.TypeFor[cbor.UnmarshalTypeError]().PkgPath()
+
+// decoderCause returns the error, among those err (from the CBOR library) wraps, that is
+// none of the library's own: the library returns a type's decoder's error as is (or, for
+// UnmarshalText, wrapped in one of its messages), and its own findings as its error types,
+// io.ErrUnexpectedEOF for truncated data or plain errors that start with "cbor: ". nil when
+// there is none: the failure is the library's.
+func decoderCause(err error) error {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		t := reflect.TypeOf(e)
+		if t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.PkgPath() == cborPkg || e == io.EOF || e == io.ErrUnexpectedEOF || strings.HasPrefix(e.Error(), "cbor: ") {
+			continue
+		}
+		return e
+	}
+	return nil
 }
