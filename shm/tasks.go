@@ -325,7 +325,8 @@ func (h *Tasks) Array(name string) *Array { return h.arrays[name] }
 // task index once every call has ended. Each list must have Count elements. f runs inside the
 // task (CurrentTask gives its state), one call at a time per task, so calls of PmapTasks made
 // at once queue up in each task. Failed calls are joined into the error, naming their task;
-// the other results are returned. After Stop it fails at once.
+// the other results are returned. If an argument cannot be encoded, no call is made. After
+// Stop it fails at once.
 func PmapTasks[In, Out any](ctx context.Context, h *Tasks, f *dist.Func[[]In, Out], lists ...[]In) ([]Out, error) {
 	if h == nil || f == nil {
 		return nil, errors.New("shm: PmapTasks: nil tasks or function")
@@ -342,10 +343,9 @@ func PmapTasks[In, Out any](ctx context.Context, h *Tasks, f *dist.Func[[]In, Ou
 	if stopped {
 		return nil, errors.New("shm: PmapTasks: tasks stopped")
 	}
-	outs := make([]Out, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i, p := range h.pids {
+	// Every argument is encoded before any call starts: a failure then leaves nothing running.
+	enc := make([][]byte, n)
+	for i := range n {
 		args := make([]In, len(lists))
 		for k, l := range lists {
 			args[k] = l[i]
@@ -354,10 +354,16 @@ func PmapTasks[In, Out any](ctx context.Context, h *Tasks, f *dist.Func[[]In, Ou
 		if err != nil {
 			return nil, fmt.Errorf("shm: PmapTasks: arguments of task %d: %w", i, err)
 		}
+		enc[i] = b
+	}
+	outs := make([]Out, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, p := range h.pids {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, err := taskCallFunc.Call(ctx, h.c, p, taskCall{ID: h.id, Fn: f.Name(), Args: b})
+			v, err := taskCallFunc.Call(ctx, h.c, p, taskCall{ID: h.id, Fn: f.Name(), Args: enc[i]})
 			if err == nil {
 				err = codec.Unmarshal(v, &outs[i])
 			}

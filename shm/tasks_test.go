@@ -5,6 +5,8 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,5 +152,44 @@ func TestServerTasksEndWithCluster(t *testing.T) {
 	}
 	if err := h.Stop(ctx); err != nil {
 		t.Fatalf("Stop after Close: %v", err)
+	}
+}
+
+// blockEntered counts the calls of blockUntilDone in this process.
+var blockEntered atomic.Int32
+
+// blockUntilDone stands for a long call: it returns when its caller gives up.
+var blockUntilDone = dist.NewFunc("shmtest.blockUntilDone", func(ctx context.Context, _ []any) (int, error) {
+	blockEntered.Add(1)
+	<-ctx.Done()
+	return 0, ctx.Err()
+})
+
+var blockCount = dist.NewFunc("shmtest.blockCount", func(ctx context.Context, _ struct{}) (int32, error) {
+	return blockEntered.Load(), nil
+})
+
+// TestPmapTasksBadArgument: when the arguments of a task other than the first cannot be
+// encoded, PmapTasks fails without leaving the calls of the earlier tasks running.
+func TestPmapTasksBadArgument(t *testing.T) {
+	c, _ := start(t, 2)
+	ctx := ctxT(t)
+	h, err := shm.StartTasks(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop(ctx)
+	before := runtime.NumGoroutine()
+	_, err = shm.PmapTasks(ctx, h, blockUntilDone, []any{"fine", make(chan int)})
+	if err == nil || !strings.Contains(err.Error(), "arguments of task 1") {
+		t.Fatalf("error %v, want one about the arguments of task 1", err)
+	}
+	if err := disttest.CheckGoroutines(before, 2*time.Second); err != nil {
+		t.Fatalf("a call outlived PmapTasks: %v", err)
+	}
+	for _, p := range h.Pids() {
+		if n, err := blockCount.Call(ctx, c, p, struct{}{}); err != nil || n != 0 {
+			t.Fatalf("process %d ran %d calls (%v)", p, n, err)
+		}
 	}
 }
