@@ -1,5 +1,7 @@
 package shm
 
+import "github.com/godist/dist"
+
 // Test-only access to the directory-parameterized variants, so that tests can use a small
 // tmpfs (full-disk behaviour) and fake dead creators.
 
@@ -22,4 +24,14 @@ func SetHostID(host, boot string) (restore func()) {
 	old := hostID
 	hostID = func() (string, string) { return host, boot }
 	return func() { hostID = old }
+}
+
+// RememberHost is the store of Hosts' cache: pid of c runs on host.
+var RememberHost = rememberHost
+
+// HostsCached returns the number of hostnames Hosts' cache holds for c.
+func HostsCached(c *dist.Cluster) int {
+	hostCache.Lock()
+	defer hostCache.Unlock()
+	return len(hostCache.m[c])
 }

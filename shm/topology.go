@@ -44,13 +44,43 @@ var hostFunc = dist.NewFunc("godist.shm.host", func(ctx context.Context, _ struc
 })
 
 // hostCache remembers hostnames asked of processes that the cluster's own membership records
-// do not name (the driver, as seen from a worker). Keyed by cluster and pid: pids are never
-// reused within a cluster.
-var hostCache sync.Map // hostKey -> string
+// do not name (the driver, as seen from a worker), by cluster and pid: pids are never reused
+// within a cluster. A cluster's entry is dropped when it closes, so that the cache keeps no
+// closed cluster alive.
+var hostCache = struct {
+	sync.Mutex
+	m map[*dist.Cluster]map[int]string
+}{m: make(map[*dist.Cluster]map[int]string)}
 
-type hostKey struct {
-	c   *dist.Cluster
-	pid int
+// cachedHost returns the remembered hostname of pid in c.
+func cachedHost(c *dist.Cluster, pid int) (string, bool) {
+	hostCache.Lock()
+	defer hostCache.Unlock()
+	h, ok := hostCache.m[c][pid]
+	return h, ok
+}
+
+// rememberHost remembers that pid of c runs on host, until c closes.
+func rememberHost(c *dist.Cluster, pid int, host string) {
+	hostCache.Lock()
+	defer hostCache.Unlock()
+	select {
+	case <-c.Done():
+		return // the entry would never be dropped
+	default:
+	}
+	m := hostCache.m[c]
+	if m == nil {
+		m = make(map[int]string)
+		hostCache.m[c] = m
+		go func() {
+			<-c.Done()
+			hostCache.Lock()
+			delete(hostCache.m, c)
+			hostCache.Unlock()
+		}()
+	}
+	m[pid] = host
 }
 
 // Hosts returns the hostname of each of pids (default: every process of c), concurrently asking
@@ -77,8 +107,8 @@ func Hosts(ctx context.Context, c *dist.Cluster, pids ...int) (map[int]string, e
 			out[p] = info.Host
 			continue
 		}
-		if h, ok := hostCache.Load(hostKey{c, p}); ok {
-			out[p] = h.(string)
+		if h, ok := cachedHost(c, p); ok {
+			out[p] = h
 			continue
 		}
 		ask = append(ask, p)
@@ -99,7 +129,7 @@ func Hosts(ctx context.Context, c *dist.Cluster, pids ...int) (map[int]string, e
 			}
 			continue
 		}
-		hostCache.Store(hostKey{c, r.pid}, r.host)
+		rememberHost(c, r.pid, r.host)
 		out[r.pid] = r.host
 	}
 	return out, first
