@@ -191,8 +191,12 @@ type Listener struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	pending map[net.Conn]struct{} // connections not yet joined
+	mu sync.Mutex
+	// pending holds the connections that Close closes: those still proving the cookie or
+	// announcing. A connection leaves it when its worker's join starts, which Close ends by
+	// cancelling ctx instead: a join the cluster has counted is not undone, and that worker's
+	// control connection, its Process's from then on, outlives the listener.
+	pending map[net.Conn]struct{}
 	closed  bool
 }
 
@@ -244,7 +248,8 @@ func (l *Listener) Addr() string { return l.addr }
 
 // Close stops accepting workers, abandons joins in progress (those workers are told and
 // stop), and returns once the listener's goroutines have ended. Workers already joined stay
-// members of the cluster. Close is idempotent.
+// members of the cluster, including one whose join the cluster has counted (NWorkers, a
+// Joined event) while its admission was still finishing. Close is idempotent.
 func (l *Listener) Close() error {
 	l.shut()
 	l.wg.Wait()
@@ -296,13 +301,12 @@ func (l *Listener) acceptLoop() {
 		l.mu.Unlock()
 		go func() {
 			defer l.wg.Done()
-			joined := l.admit(nc)
+			if !l.admit(nc) {
+				nc.Close()
+			}
 			l.mu.Lock()
 			delete(l.pending, nc)
 			l.mu.Unlock()
-			if !joined {
-				nc.Close()
-			}
 		}()
 	}
 }
@@ -338,6 +342,14 @@ func (l *Listener) admit(nc net.Conn) bool {
 	if a.Network != "tcp" && a.Network != "unix" {
 		return refuse(fmt.Sprintf("unknown network %q", a.Network))
 	}
+	// The join ends by ctx from now on, not by Close closing the connection (see pending).
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	delete(l.pending, nc)
+	l.mu.Unlock()
 	p := &process{nc: nc, br: br, network: a.Network, addr: a.Addr, done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.connectTimeout)
 	defer cancel()

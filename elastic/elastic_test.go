@@ -438,3 +438,69 @@ func TestDriverProcess(t *testing.T) {
 	fmt.Printf("listening %s\n", ln.Addr())
 	time.Sleep(50 * time.Second) // killed long before
 }
+
+// A worker the cluster has counted stays when the listener closes right then, before its
+// admission has finished: its control connection is its Process's, not the listener's.
+// (mpi closes rank 0's listener as soon as the last rank is counted.)
+func TestCloseRightAfterJoin(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, _ := disttest.Start(t, 0)
+	ln, err := elastic.Listen(ctx, c, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closed := make(chan struct{})
+	var once sync.Once
+	// Subscribers run inside the join: Close runs while the worker is being admitted.
+	unsub := c.Subscribe(func(e dist.Event) {
+		if e.Kind != dist.Joined {
+			return
+		}
+		once.Do(func() {
+			go func() { ln.Close(); close(closed) }()
+			// Until the listener is closed, and a little more for it to close connections.
+			for {
+				nc, err := net.Dial("tcp", ln.Addr())
+				if err != nil {
+					break
+				}
+				nc.Close()
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond)
+		})
+	})
+	defer unsub()
+	gone := make(chan dist.Event, 1)
+	defer c.Subscribe(func(e dist.Event) {
+		if e.Kind == dist.Exited {
+			select {
+			case gone <- e:
+			default:
+			}
+		}
+	})()
+	w := startWorker(t, ln.Addr(), c.Cookie())
+	added := joined(t, c, 1, nil)
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("listener Close did not return")
+	}
+	// Long enough for a cut control connection to be noticed on both sides.
+	select {
+	case e := <-gone:
+		t.Fatalf("worker left after the listener closed: %+v (it said %q)", e, w.output())
+	case <-w.done:
+		t.Fatalf("worker exited after the listener closed: %q", w.output())
+	case <-time.After(time.Second):
+	}
+	if id, err := whoami.Call(ctx, c, added[0], struct{}{}); err != nil || id != added[0] {
+		t.Fatalf("whoami after the listener closed: %d, %v", id, err)
+	}
+	c.Close()
+	if code := w.exit(t, 10*time.Second); code != 0 {
+		t.Fatalf("worker after Close: exit %d, said %q", code, w.output())
+	}
+}

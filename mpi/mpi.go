@@ -428,9 +428,9 @@ var rankFunc = dist.NewFunc("godist.mpi.rank", func(ctx context.Context, _ struc
 })
 
 // Ranks returns the MPI rank of every process of c by pid (the driver, pid 1, is rank 0), asking
-// each worker. Call it on rank 0. A process that is not a rank of the launch (one that joined
-// rank 0's listener later, as elastic allows) has no rank: the error then names the first
-// such pid (its message is ErrNotLaunched's) and the map holds the ranks of the others.
+// each worker. Call it on rank 0. A process that is not a rank of the launch (a worker added
+// later with AddProcs, say) has no rank: the error then names the first such pid (its
+// message is ErrNotLaunched's) and the map holds the ranks of the others.
 func Ranks(ctx context.Context, c *dist.Cluster) (map[int]int, error) {
 	return rankFunc.Everywhere(ctx, c, struct{}{})
 }
