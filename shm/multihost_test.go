@@ -1,7 +1,6 @@
 package shm_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math"
@@ -11,40 +10,10 @@ import (
 	"testing"
 
 	"github.com/godist/dist"
+	"github.com/godist/dist/disttest"
 	"github.com/godist/dist/shm"
 	"github.com/godist/dist/ssh"
 )
-
-// sshHosts returns the names and ssh config of the network-namespace hosts made by
-// scripts/hosts.sh, or skips (fails under CI=true) when they are not up.
-func sshHosts(t *testing.T) ([]string, string) {
-	t.Helper()
-	dir := os.Getenv("GODIST_HOSTS_DIR")
-	if dir == "" {
-		dir = "/run/godist/hosts"
-	}
-	f, err := os.Open(dir + "/env")
-	if err != nil {
-		msg := fmt.Sprintf("test hosts are not up (%v): run scripts/hosts.sh as root first", err)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export "), "="); ok {
-			env[k] = strings.Trim(v, `"`)
-		}
-	}
-	names := strings.Fields(env["GODIST_HOSTS"])
-	if len(names) < 2 || env["SSH_CONFIG"] == "" {
-		t.Fatalf("%s/env is incomplete: %v", dir, env)
-	}
-	return names, env["SSH_CONFIG"]
-}
 
 // printed is a SharedArray printed in the process it arrives at.
 var printed = dist.NewFunc("shmtest.printed", func(ctx context.Context, s *shm.SharedArray[int64]) (string, error) {
@@ -64,8 +33,8 @@ var hostAndFoo = dist.NewFunc("shmtest.hostAndFoo", func(ctx context.Context, _ 
 // reached over ssh): topology, the one-host rule of SharedArray, an array on a host that is not
 // the caller's printed from everywhere, and broadcast_shared with one copy per host.
 func TestMultiHost(t *testing.T) {
-	names, config := sshHosts(t)
-	h1, h2 := names[0], names[1]
+	hs := disttest.Hosts(t, 2)
+	h1, h2, config := hs.Names[0], hs.Names[1], hs.SSHConfig
 	var ms []ssh.Machine
 	for _, h := range []string{h1, h2} {
 		m, err := ssh.ParseMachine(h, 2)

@@ -1,17 +1,16 @@
 package ssh_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/godist/dist"
+	"github.com/godist/dist/disttest"
 )
 
 // TestMain makes the test binary a worker program: the manager runs it on the hosts.
@@ -82,7 +81,7 @@ var (
 	})
 )
 
-// testHosts is what scripts/hosts.sh wrote in its env file.
+// testHosts is what scripts/hosts.sh wrote in its env file, as the tests use it.
 type testHosts struct {
 	names  []string
 	addrs  []string
@@ -91,45 +90,10 @@ type testHosts struct {
 	prefix string // netns and veth name prefix
 }
 
-// hostsEnvFile is where scripts/hosts.sh leaves its environment (GODIST_HOSTS_DIR moves it).
-func hostsEnvFile() string {
-	dir := os.Getenv("GODIST_HOSTS_DIR")
-	if dir == "" {
-		dir = "/run/godist/hosts"
-	}
-	return dir + "/env"
-}
-
-// needHosts returns the test hosts, or skips the test when scripts/hosts.sh has not been run
-// (and fails it under CI=true, where the hosts must be up).
+// needHosts returns the test hosts (three at least), or skips the test when scripts/hosts.sh
+// has not been run (and fails it under CI=true, where the hosts must be up).
 func needHosts(t *testing.T) testHosts {
 	t.Helper()
-	f, err := os.Open(hostsEnvFile())
-	if err != nil {
-		msg := fmt.Sprintf("ssh test hosts are not up (%v): run scripts/hosts.sh as root first", err)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export ")
-		if k, v, ok := strings.Cut(line, "="); ok {
-			env[k] = strings.Trim(v, `"`)
-		}
-	}
-	h := testHosts{
-		names:  strings.Fields(env["GODIST_HOSTS"]),
-		addrs:  strings.Fields(env["GODIST_HOST_ADDRS"]),
-		config: env["SSH_CONFIG"],
-		known:  env["SSH_KNOWN_HOSTS"],
-		prefix: env["GODIST_NS_PREFIX"],
-	}
-	if len(h.names) < 3 || len(h.addrs) != len(h.names) || h.config == "" {
-		t.Fatalf("%s is incomplete (want 3 hosts, SSH_CONFIG): %v", hostsEnvFile(), env)
-	}
-	return h
+	e := disttest.Hosts(t, 3)
+	return testHosts{names: e.Names, addrs: e.Addrs, config: e.SSHConfig, known: e.KnownHosts, prefix: e.Prefix}
 }

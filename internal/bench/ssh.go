@@ -1,48 +1,15 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 	"time"
 
+	"github.com/godist/dist/disttest/hostsenv"
 	"github.com/godist/dist/ssh"
 )
-
-// HostsEnvFile is where scripts/hosts.sh leaves the description of the test hosts (network
-// namespaces with their own sshd); GODIST_HOSTS_DIR moves it.
-func HostsEnvFile() string {
-	dir := os.Getenv("GODIST_HOSTS_DIR")
-	if dir == "" {
-		dir = "/run/godist/hosts"
-	}
-	return dir + "/env"
-}
-
-// sshHosts reads the host names and ssh config from HostsEnvFile; ok is false when the
-// hosts are not up.
-func sshHosts() (names []string, config string, ok bool) {
-	f, err := os.Open(HostsEnvFile())
-	if err != nil {
-		return nil, "", false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export ")
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "GODIST_HOSTS":
-			names = strings.Fields(strings.Trim(v, `"`))
-		case "SSH_CONFIG":
-			config = strings.Trim(v, `"`)
-		}
-	}
-	return names, config, len(names) > 0 && config != ""
-}
 
 // sshFigures measures, on the namespace hosts of scripts/hosts.sh (omitted, with a note on
 // stderr, when they are not up):
@@ -53,11 +20,12 @@ func sshHosts() (names []string, config string, ok bool) {
 //   - tcp.call.p50_us: the median round trip of a no-op call from the driver to one of those
 //     workers over TCP through the hosts' bridge, beside raw.tcp.pingpong_p50_us.
 func (r *runner) sshFigures(ctx context.Context) error {
-	names, config, ok := sshHosts()
-	if !ok {
-		fmt.Fprintf(os.Stderr, "bench: ssh.startup_8workers_ms and tcp.call.p50_us omitted: no test hosts (%s missing; run scripts/hosts.sh as root)\n", HostsEnvFile())
+	hosts, err := hostsenv.Read()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: ssh.startup_8workers_ms and tcp.call.p50_us omitted: no test hosts (%v)\n", err)
 		return nil
 	}
+	names, config := hosts.Names, hosts.SSHConfig
 	var machines []ssh.Machine
 	for i, h := range names {
 		// 8 workers over the hosts, as evenly as they go.
