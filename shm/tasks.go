@@ -151,6 +151,12 @@ func (t *Task) serve(c *dist.Cluster, id string) {
 	for {
 		select {
 		case req := <-t.reqs:
+			select {
+			case <-t.stop: // both were ready: Stop wins over the calls that waited for the task
+				req.reply <- taskReply{err: errTaskStopped}
+				return
+			default:
+			}
 			ctx := context.WithValue(req.ctx, taskKey{}, t)
 			v, err := c.CallByName(ctx, c.MyID(), req.fn, cbor.RawMessage(req.args))
 			var b []byte
@@ -165,6 +171,8 @@ func (t *Task) serve(c *dist.Cluster, id string) {
 		}
 	}
 }
+
+var errTaskStopped = errors.New("shm: server task stopped")
 
 type taskCall struct {
 	_    struct{} `cbor:",toarray"`
@@ -184,7 +192,7 @@ var taskCallFunc = dist.NewFunc("godist.shm.taskCall", func(ctx context.Context,
 	select {
 	case t.reqs <- taskReq{ctx: ctx, fn: r.Fn, args: r.Args, reply: reply}:
 	case <-t.done:
-		return nil, errors.New("shm: server task stopped")
+		return nil, errTaskStopped
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

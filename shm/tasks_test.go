@@ -193,3 +193,48 @@ func TestPmapTasksBadArgument(t *testing.T) {
 		}
 	}
 }
+
+// slowEntered counts the calls of slowCall that have started in this process.
+var slowEntered atomic.Int32
+
+var slowCall = dist.NewFunc("shmtest.slowCall", func(ctx context.Context, _ []int) (int, error) {
+	slowEntered.Add(1)
+	time.Sleep(time.Second)
+	return 1, nil
+})
+
+// TestStopWithCallQueued: Stop while a call runs and another waits for the task. The running
+// call ends normally; the waiting one fails, saying the task stopped, and never runs (it used
+// to run after Stop, which then waited for it too).
+func TestStopWithCallQueued(t *testing.T) {
+	c, _ := start(t, 0)
+	ctx := ctxT(t)
+	h, err := shm.StartTasks(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slowEntered.Store(0)
+	errs := make(chan error, 2)
+	go func() {
+		_, err := shm.PmapTasks(ctx, h, slowCall, []int{0})
+		errs <- err
+	}()
+	disttest.Eventually(t, 10*time.Second, "the first call running", func() bool { return slowEntered.Load() == 1 })
+	go func() {
+		_, err := shm.PmapTasks(ctx, h, slowCall, []int{0})
+		errs <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the second call now waits for the task
+	if err := h.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var failed []error
+	for range 2 {
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if slowEntered.Load() != 1 || len(failed) != 1 || !strings.Contains(failed[0].Error(), "stopped") || strings.Contains(failed[0].Error(), "panic") {
+		t.Fatalf("%d calls ran; errors %v, want one saying the task stopped", slowEntered.Load(), failed)
+	}
+}
