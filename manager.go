@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/godist/dist/internal/lines"
 )
 
 // EnvWorker is set in the environment of a process launched as a worker; Main reads it.
@@ -182,17 +184,9 @@ type CmdProcess struct {
 	done    chan struct{}
 	waitErr error
 
-	mu      sync.Mutex
-	label   string
-	joined  bool     // SetPid was called: lines go out as they come
-	pending []string // lines printed before that, kept to be shown with the pid
-	dropped int      // lines beyond maxPending, counted instead of kept
-	output  OutputFunc
-	wg      sync.WaitGroup
+	lines lines.Forwarder // holds lines printed before the worker joined
+	wg    sync.WaitGroup
 }
-
-// maxPending bounds the lines kept from a worker that has not joined yet.
-const maxPending = 1000
 
 // StartCmd starts cmd as a worker: it sends spec.Config on the command's standard input,
 // waits up to spec.Timeout for the handshake line on its standard output, and then forwards
@@ -224,7 +218,7 @@ func StartCmd(ctx context.Context, cmd *exec.Cmd, spec LaunchSpec, where string)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("dist: %s: starting worker: %w", where, err)
 	}
-	p.label = fmt.Sprintf("From worker %s(os pid %d)", whereLabel(where), cmd.Process.Pid)
+	p.lines.SetLabel(fmt.Sprintf("From worker %s(os pid %d)", whereLabel(where), cmd.Process.Pid))
 	addr := make(chan string, 1)
 	noAddr := make(chan struct{}) // stdout ended without a handshake line
 	var tail lineTail
@@ -333,55 +327,18 @@ func (p *CmdProcess) forward(r io.Reader, tail *lineTail) {
 // prints first (in a package's init, say) sends after such lines.
 func (p *CmdProcess) emit(line string, tail *lineTail) {
 	tail.add(line)
-	p.mu.Lock()
-	defer p.mu.Unlock() // held while forwarding, so that kept lines go out first and in order
-	if !p.joined {
-		if len(p.pending) < maxPending {
-			p.pending = append(p.pending, line)
-		} else {
-			p.dropped++
-		}
-		return
-	}
-	if p.output != nil {
-		p.output(p.label, line)
-	}
+	p.lines.Line(line)
 }
 
 // SetOutput sets where the worker's lines go. The cluster calls it before SetPid.
-func (p *CmdProcess) SetOutput(f OutputFunc) {
-	p.mu.Lock()
-	p.output = f
-	p.mu.Unlock()
-}
+func (p *CmdProcess) SetOutput(f OutputFunc) { p.lines.SetOutput(f) }
 
 // Addr implements Process.
 func (p *CmdProcess) Addr() (string, string) { return p.network, p.addr }
 
 // SetPid implements Process; pid 0 means the worker never joined. The lines the worker printed
 // until now are forwarded, labelled with pid (with its OS pid for 0).
-func (p *CmdProcess) SetPid(pid int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if pid > 0 {
-		p.label = fmt.Sprintf("From worker %d", pid)
-	}
-	if p.joined {
-		return
-	}
-	p.joined = true
-	pending, dropped := p.pending, p.dropped
-	p.pending, p.dropped = nil, 0
-	if p.output == nil {
-		return
-	}
-	for _, l := range pending {
-		p.output(p.label, l)
-	}
-	if dropped > 0 {
-		p.output(p.label, fmt.Sprintf("(%d more lines printed before the worker joined were dropped)", dropped))
-	}
-}
+func (p *CmdProcess) SetPid(pid int) { p.lines.Join(pid) }
 
 // Kill implements Process.
 func (p *CmdProcess) Kill() error {
