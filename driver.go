@@ -58,7 +58,9 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 			TLS:               cfg.tlsFiles,
 			DialTimeout:       cfg.connTimeout,
 			HeartbeatInterval: cfg.hbInterval,
-			HeartbeatTimeout:  cfg.hbTimeout,
+			// Twice the driver's: on a dark link the driver is the one that decides (and
+			// reports the worker lost) before the worker gives up on it and exits.
+			HeartbeatTimeout: 2 * cfg.hbTimeout,
 		},
 		Timeout: cfg.launchTimeout,
 	}

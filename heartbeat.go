@@ -12,7 +12,8 @@ import (
 // WithHeartbeat sets how often a process checks that its TCP peers answer (the driver its
 // workers, a worker its driver) and how long an answer may take before the connection is
 // declared lost and closed: the driver then reports the worker Exited with ExitLost and kills
-// it if its manager can, and a worker that lost its driver stops. Without it a host that
+// it if its manager can, and a worker that lost its driver stops (workers wait twice the
+// timeout, so that the driver decides first). Without it a host that
 // vanishes (power, a cable, a firewall dropping packets) goes unnoticed until TCP gives up,
 // which can take many minutes. Defaults: every 5s, 30s; interval 0 disables. Unix-socket
 // peers are not checked: on one host the kernel reports a dead peer at once.
