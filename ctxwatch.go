@@ -28,7 +28,6 @@ func (w *ctxWatch) add(ctx context.Context, fn func()) (done <-chan struct{}, ke
 		return nil, 0
 	}
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.sets == nil {
 		w.sets = make(map[<-chan struct{}]*watchSet)
 	}
@@ -41,6 +40,7 @@ func (w *ctxWatch) add(ctx context.Context, fn func()) (done <-chan struct{}, ke
 		s.stop = context.AfterFunc(ctx, func() { w.fire(done) })
 	}
 	s.fns[key] = fn
+	w.mu.Unlock() // not deferred: this runs for every Go call
 	return done, key
 }
 

@@ -3,6 +3,7 @@
 package codec
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -14,13 +15,13 @@ import (
 )
 
 var (
-	encMode cbor.EncMode
+	encMode cbor.UserBufferEncMode
 	decMode cbor.DecMode
 )
 
 func init() {
 	var err error
-	encMode, err = cbor.EncOptions{Time: cbor.TimeRFC3339Nano}.EncMode()
+	encMode, err = cbor.EncOptions{Time: cbor.TimeRFC3339Nano}.UserBufferEncMode()
 	if err != nil {
 		panic(err) // static options: a failure here is a programming error caught by any test
 	}
@@ -56,15 +57,20 @@ func Encode(prefix []byte, v any) (wire.Msg, error) {
 	if k, raw, ok := wire.RawOf(v); ok {
 		return wire.Msg{CBOR: prefix, RawKind: k, Raw: raw, RawValue: v}, nil
 	}
-	b, err := encMode.Marshal(v)
-	if err != nil {
+	if _, ok := v.(struct{}); ok {
+		// "No argument" and "no result": common, and worth sparing the type lookups.
+		return wire.Msg{CBOR: append(prefix, cborEmptyMap)}, nil
+	}
+	// Encoding after the prefix, in its spare capacity, spares a copy of the whole message.
+	buf := bytes.NewBuffer(prefix)
+	if err := encMode.MarshalToBuffer(v, buf); err != nil {
 		return wire.Msg{}, fmt.Errorf("encode %T: %w", v, err)
 	}
-	if len(prefix) == 0 {
-		return wire.Msg{CBOR: b}, nil
-	}
-	return wire.Msg{CBOR: append(prefix, b...)}, nil
+	return wire.Msg{CBOR: buf.Bytes()}, nil
 }
+
+// cborEmptyMap is how struct{} encodes.
+const cborEmptyMap = 0xa0
 
 // Decode stores into v (a non-nil pointer) the value held by data (CBOR) or raw (a slice made
 // by wire.MakeRaw). A raw slice is handed over without a copy when v's element type matches.
@@ -72,6 +78,9 @@ func Decode(data []byte, raw any, v any) error {
 	if raw == nil {
 		if len(data) == 0 {
 			return fmt.Errorf("decode %T: empty message", v)
+		}
+		if _, ok := v.(*struct{}); ok && len(data) == 1 && data[0] == cborEmptyMap {
+			return nil
 		}
 		if err := decMode.Unmarshal(data, v); err != nil {
 			if cause := decoderCause(err); cause != nil {
