@@ -13,6 +13,9 @@ type ctxWatch struct {
 	mu   sync.Mutex
 	next uint64
 	sets map[<-chan struct{}]*watchSet
+	// idle is the context whose set most recently became empty: it is kept, AfterFunc and
+	// all, because a loop of Go-then-Wait empties and refills the same set on every call.
+	idle <-chan struct{}
 }
 
 type watchSet struct {
@@ -56,16 +59,24 @@ func (w *ctxWatch) remove(done <-chan struct{}, key uint64) {
 		return
 	}
 	delete(s.fns, key)
-	if len(s.fns) == 0 {
-		s.stop()
-		delete(w.sets, done)
+	if len(s.fns) > 0 || w.idle == done {
+		return
 	}
+	// One empty set is kept: the previous one goes, unless it has been refilled.
+	if old := w.sets[w.idle]; old != nil && len(old.fns) == 0 {
+		old.stop()
+		delete(w.sets, w.idle)
+	}
+	w.idle = done
 }
 
 func (w *ctxWatch) fire(done <-chan struct{}) {
 	w.mu.Lock()
 	s := w.sets[done]
 	delete(w.sets, done)
+	if w.idle == done {
+		w.idle = nil
+	}
 	w.mu.Unlock()
 	if s == nil {
 		return

@@ -807,14 +807,21 @@ func (w *writer) flushLocked() error {
 	w.flushing = true
 	for w.err == nil && (len(w.bufs) > 0 || len(w.tail) > 0) {
 		bufs := w.bufs
-		if len(w.tail) > 0 {
+		if len(bufs) > 0 && len(w.tail) > 0 {
 			bufs = append(bufs, w.tail)
 		}
 		owned := w.tail
 		w.bufs, w.tail, w.queued = nil, nil, 0
 		w.seq++
 		w.mu.Unlock()
-		_, err := bufs.WriteTo(w.nc)
+		var err error
+		if len(bufs) == 0 {
+			// The common case, small frames gathered in the owned buffer: writing it
+			// through net.Buffers would cost two allocations per write.
+			_, err = w.nc.Write(owned)
+		} else {
+			_, err = bufs.WriteTo(w.nc)
+		}
 		w.mu.Lock()
 		w.flushed++
 		if err != nil && w.err == nil {
