@@ -39,6 +39,19 @@ type future[T any] struct {
 }
 
 func newFuture[T any](c *Cluster, id refID, weight int64, pending bool) *Future[T] {
+	if pending {
+		// One allocation for the handle, its state and its hold, on the path of every Go
+		// call. (A received future cannot share: its cleanup's argument, the hold, would
+		// keep the handle reachable and never let the cleanup run.)
+		all := &pendingFuture[T]{}
+		all.state = future[T]{c: c, id: id, pending: true, done: make(chan struct{})}
+		all.handle.future = &all.state
+		if weight > 0 {
+			all.hold = refHold{c: c, id: id, weight: weight}
+			all.state.hold = &all.hold
+		}
+		return &all.handle
+	}
 	f := &Future[T]{&future[T]{c: c, id: id, pending: pending, done: make(chan struct{})}}
 	if weight > 0 {
 		f.hold = &refHold{c: c, id: id, weight: weight}
@@ -49,6 +62,13 @@ func newFuture[T any](c *Cluster, id refID, weight int64, pending bool) *Future[
 		}
 	}
 	return f
+}
+
+// pendingFuture is the single allocation behind a future this process started.
+type pendingFuture[T any] struct {
+	handle Future[T]
+	state  future[T]
+	hold   refHold
 }
 
 func failedFuture[T any](c *Cluster, pid int, err error) *Future[T] {

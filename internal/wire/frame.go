@@ -167,12 +167,21 @@ func ReadFrame(r io.Reader, lim Limits) (*Frame, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Frame{Header: h}
+	var f *Frame
+	if h.CBORLen <= smallCBOR {
+		// Most frames (calls, replies of small values) take one allocation, not two.
+		sf := &smallFrame{Frame: Frame{Header: h}}
+		f = &sf.Frame
+		f.CBOR = sf.buf[:h.CBORLen:h.CBORLen]
+	} else {
+		f = &Frame{Header: h, CBOR: make([]byte, h.CBORLen)}
+	}
 	if h.CBORLen > 0 {
-		f.CBOR = make([]byte, h.CBORLen)
 		if _, err := io.ReadFull(r, f.CBOR); err != nil {
 			return nil, truncated(err)
 		}
+	} else {
+		f.CBOR = nil
 	}
 	if h.Raw != RawNone {
 		raw, bytes := MakeRaw(h.Raw, int(h.RawLen)/h.Raw.Size())
@@ -182,6 +191,14 @@ func ReadFrame(r io.Reader, lim Limits) (*Frame, error) {
 		f.Raw = raw
 	}
 	return f, nil
+}
+
+// smallCBOR is the CBOR size up to which a frame and its CBOR share one allocation.
+const smallCBOR = 96
+
+type smallFrame struct {
+	Frame
+	buf [smallCBOR]byte
 }
 
 func truncated(err error) error {
