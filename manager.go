@@ -221,7 +221,7 @@ func StartCmd(ctx context.Context, cmd *exec.Cmd, spec LaunchSpec, where string)
 	p.lines.SetLabel(fmt.Sprintf("From worker %s(os pid %d)", whereLabel(where), cmd.Process.Pid))
 	addr := make(chan string, 1)
 	noAddr := make(chan struct{}) // stdout ended without a handshake line
-	var tail lineTail
+	var tail lines.Tail
 	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.readStdout(stdout, addr, noAddr, &tail) }()
 	go func() { defer p.wg.Done(); p.forward(stderr, &tail) }()
@@ -237,7 +237,7 @@ func StartCmd(ctx context.Context, cmd *exec.Cmd, spec LaunchSpec, where string)
 			why = fmt.Sprintf(why, p.waitErr)
 		}
 		msg := fmt.Sprintf("dist: %s: worker %s", where, why)
-		if t := tail.String(); t != "" {
+		if t := tail.Join(" | "); t != "" {
 			msg += "; it said: " + t
 		}
 		return nil, errors.New(msg)
@@ -272,28 +272,7 @@ func whereLabel(where string) string {
 	return where + " "
 }
 
-// lineTail keeps the last lines a starting worker printed, for error messages.
-type lineTail struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (t *lineTail) add(s string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.lines = append(t.lines, s)
-	if len(t.lines) > 5 {
-		t.lines = t.lines[1:]
-	}
-}
-
-func (t *lineTail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.Join(t.lines, " | ")
-}
-
-func (p *CmdProcess) readStdout(r io.Reader, addr chan<- string, noAddr chan<- struct{}, tail *lineTail) {
+func (p *CmdProcess) readStdout(r io.Reader, addr chan<- string, noAddr chan<- struct{}, tail *lines.Tail) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	found := false
@@ -312,7 +291,7 @@ func (p *CmdProcess) readStdout(r io.Reader, addr chan<- string, noAddr chan<- s
 	}
 }
 
-func (p *CmdProcess) forward(r io.Reader, tail *lineTail) {
+func (p *CmdProcess) forward(r io.Reader, tail *lines.Tail) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -325,8 +304,8 @@ func (p *CmdProcess) forward(r io.Reader, tail *lineTail) {
 // that it is labelled with the pid users know the worker by. It never waits for the join:
 // the reader of stdout is also the one that must see the handshake, which a worker that
 // prints first (in a package's init, say) sends after such lines.
-func (p *CmdProcess) emit(line string, tail *lineTail) {
-	tail.add(line)
+func (p *CmdProcess) emit(line string, tail *lines.Tail) {
+	tail.Add(line)
 	p.lines.Line(line)
 }
 

@@ -44,7 +44,7 @@ type Process struct {
 	remotePid atomic.Int64
 	done      chan struct{}
 	waitErr   error
-	tail      lineTail
+	tail      lines.Tail
 
 	lines lines.Forwarder // holds lines printed before the worker joined
 
@@ -163,7 +163,7 @@ func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_
 		} else if err == nil {
 			err = fmt.Errorf("ssh ended before the worker was ready: %v", p.waitErr)
 		}
-		return nil, nil, &HostError{Host: p.host, ExitCode: code, Msg: sshSaid(p.tail.String()), Err: err}
+		return nil, nil, &HostError{Host: p.host, ExitCode: code, Msg: sshSaid(p.tail.Join("\n")), Err: err}
 	}
 	timeout := spec.Timeout
 	if timeout <= 0 {
@@ -255,7 +255,7 @@ func (p *Process) readStdout(r io.Reader, ctl chan<- string) {
 				ctl <- line
 				continue
 			}
-			p.tail.add(line)
+			p.tail.Add(line)
 		}
 		p.emit(line)
 	}
@@ -269,7 +269,7 @@ func (p *Process) readStderr(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		p.tail.add(sc.Text())
+		p.tail.Add(sc.Text())
 		p.emit(sc.Text())
 	}
 	io.Copy(io.Discard, r)
@@ -305,7 +305,7 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 func (p *Process) Wait() error {
 	<-p.done
 	if ee := (*exec.ExitError)(nil); errors.As(p.waitErr, &ee) && ee.Exited() {
-		he := &HostError{Host: p.host, ExitCode: ee.ExitCode(), Msg: sshSaid(p.tail.String())}
+		he := &HostError{Host: p.host, ExitCode: ee.ExitCode(), Msg: sshSaid(p.tail.Join("\n"))}
 		if ee.ExitCode() == 255 && p.addr != "" {
 			// ssh's own failure once the worker ran is its connection's (keep-alives
 			// unanswered, a reset): the worker's fate is unknown. With LogLevel ERROR,
@@ -450,27 +450,6 @@ func (p *Process) stopForward() {
 	}
 	syscall.Kill(-fwd.Process.Pid, syscall.SIGKILL)
 	<-done
-}
-
-// lineTail keeps the last lines a session printed, for error messages.
-type lineTail struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (t *lineTail) add(s string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.lines = append(t.lines, s)
-	if len(t.lines) > 5 {
-		t.lines = t.lines[1:]
-	}
-}
-
-func (t *lineTail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.Join(t.lines, "\n")
 }
 
 // safeBuffer is a bytes.Buffer that exec's copying goroutine and a reader may share.

@@ -8,6 +8,7 @@ package lines
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -81,4 +82,31 @@ func (f *Forwarder) Join(pid int) {
 	if dropped > 0 {
 		f.out(f.label, fmt.Sprintf("(%d more lines printed before the worker joined were dropped)", dropped))
 	}
+}
+
+// Tail keeps the last lines a process printed, for error messages. Its zero value is ready
+// to use and it is safe for concurrent use.
+type Tail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// tailLines is how many lines a Tail keeps.
+const tailLines = 5
+
+// Add records line, forgetting the oldest beyond the last few.
+func (t *Tail) Add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, line)
+	if len(t.lines) > tailLines {
+		t.lines = t.lines[1:]
+	}
+}
+
+// Join returns the kept lines, oldest first, joined by sep.
+func (t *Tail) Join(sep string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, sep)
 }

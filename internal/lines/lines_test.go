@@ -80,3 +80,16 @@ func TestNeverJoined(t *testing.T) {
 	g.Join(3)
 	g.Line("y")
 }
+
+func TestTailKeepsTheLastLines(t *testing.T) {
+	var tail lines.Tail
+	if got := tail.Join("|"); got != "" {
+		t.Fatalf("empty tail joined to %q", got)
+	}
+	for _, l := range []string{"a", "b", "c", "d", "e", "f", "g"} {
+		tail.Add(l)
+	}
+	if got := tail.Join("|"); got != "c|d|e|f|g" {
+		t.Fatalf("tail = %q, want the last five lines", got)
+	}
+}
