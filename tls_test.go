@@ -1,15 +1,8 @@
 package dist_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,62 +14,10 @@ import (
 	"github.com/godist/dist/disttest"
 )
 
-// makeTLS writes a CA and a certificate it signs (for client and server use, no host name
-// needed) into dir and returns the file names.
-func makeTLS(t *testing.T, dir, name string) dist.TLSFiles {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name + " CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: name + " node"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	f := dist.TLSFiles{
-		Cert: filepath.Join(dir, name+".crt"),
-		Key:  filepath.Join(dir, name+".key"),
-		CA:   filepath.Join(dir, name+"-ca.crt"),
-	}
-	write := func(path, typ string, b []byte) {
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(f.Cert, "CERTIFICATE", der)
-	write(f.Key, "EC PRIVATE KEY", keyDER)
-	write(f.CA, "CERTIFICATE", caDER)
-	return f
-}
-
 func TestTLS(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
 	dir := t.TempDir()
-	files := makeTLS(t, dir, "cluster")
+	files := disttest.TLS(t, dir, "cluster")
 	c, _ := disttest.Start(t, 0, dist.WithTLS(files), dist.WithLogger(quietLogger()))
 	pids, err := c.AddProcs(ctx, nil, 2, dist.WithNetwork("tcp", "127.0.0.1:0"))
 	if err != nil {
@@ -104,7 +45,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	// A certificate from another CA is refused.
-	stranger := makeTLS(t, dir, "stranger")
+	stranger := disttest.TLS(t, dir, "stranger")
 	cert, err := tls.LoadX509KeyPair(stranger.Cert, stranger.Key)
 	if err != nil {
 		t.Fatal(err)
