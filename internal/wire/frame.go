@@ -212,42 +212,41 @@ func truncated(err error) error {
 // memory. From noZeroSize bytes on, the memory is not cleared first: the caller must overwrite
 // all of it (as reading a frame's raw part does) before the slice is seen by anyone.
 func MakeRaw(k RawKind, n int) (any, []byte) {
-	if k > RawNone && k < rawMax && n >= noZeroSize/k.Size() {
-		return makeRawNoZero(k, n)
-	}
+	noZero := k > RawNone && k < rawMax && n >= noZeroSize/k.Size()
 	switch k {
 	case RawBytes:
-		s := make([]byte, n)
-		return s, s
+		return makeRaw[byte](n, noZero)
 	case RawFloat64:
-		s := make([]float64, n)
-		return s, bytesOf(s)
+		return makeRaw[float64](n, noZero)
 	case RawFloat32:
-		s := make([]float32, n)
-		return s, bytesOf(s)
+		return makeRaw[float32](n, noZero)
 	case RawInt64:
-		s := make([]int64, n)
-		return s, bytesOf(s)
+		return makeRaw[int64](n, noZero)
 	case RawInt32:
-		s := make([]int32, n)
-		return s, bytesOf(s)
+		return makeRaw[int32](n, noZero)
 	case RawUint64:
-		s := make([]uint64, n)
-		return s, bytesOf(s)
+		return makeRaw[uint64](n, noZero)
 	case RawUint32:
-		s := make([]uint32, n)
-		return s, bytesOf(s)
+		return makeRaw[uint32](n, noZero)
 	case RawInt16:
-		s := make([]int16, n)
-		return s, bytesOf(s)
+		return makeRaw[int16](n, noZero)
 	case RawUint16:
-		s := make([]uint16, n)
-		return s, bytesOf(s)
+		return makeRaw[uint16](n, noZero)
 	case RawInt8:
-		s := make([]int8, n)
-		return s, bytesOf(s)
+		return makeRaw[int8](n, noZero)
 	}
 	return nil, nil
+}
+
+// makeRaw makes n elements of T and their byte view, cleared unless noZero.
+func makeRaw[T any](n int, noZero bool) (any, []byte) {
+	if !noZero {
+		s := make([]T, n)
+		return s, bytesOf(s)
+	}
+	var zero T
+	b := makeNoZero(n * int(unsafe.Sizeof(zero)))
+	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), n), b
 }
 
 // noZeroSize is the size from which MakeRaw skips clearing. Go clears a large allocation that
@@ -255,43 +254,15 @@ func MakeRaw(k RawKind, n int) (any, []byte) {
 // the socket takes to fill it.
 const noZeroSize = 1 << 20
 
-// makeRawNoZero is MakeRaw over memory that is not cleared. strings.Builder.Grow is the
-// standard library's one way to uncleared memory; the slice is made over the builder's buffer,
-// which nothing else refers to.
-func makeRawNoZero(k RawKind, n int) (any, []byte) {
-	size := n * k.Size()
+// makeNoZero returns size bytes of memory that is not cleared. strings.Builder.Grow is the
+// standard library's one way to uncleared memory; the slice is made over the builder's
+// buffer, which nothing else refers to. A large allocation is page-aligned, so any element
+// type may view it.
+func makeNoZero(size int) []byte {
 	var sb strings.Builder
 	sb.Grow(size)
 	sb.WriteByte(0) // the buffer's address is then that of the builder's string
-	b := unsafe.Slice(unsafe.StringData(sb.String()), size)
-	switch k {
-	case RawBytes:
-		return b, b
-	case RawFloat64:
-		return sliceOver[float64](b, n), b
-	case RawFloat32:
-		return sliceOver[float32](b, n), b
-	case RawInt64:
-		return sliceOver[int64](b, n), b
-	case RawInt32:
-		return sliceOver[int32](b, n), b
-	case RawUint64:
-		return sliceOver[uint64](b, n), b
-	case RawUint32:
-		return sliceOver[uint32](b, n), b
-	case RawInt16:
-		return sliceOver[int16](b, n), b
-	case RawUint16:
-		return sliceOver[uint16](b, n), b
-	case RawInt8:
-		return sliceOver[int8](b, n), b
-	}
-	return nil, nil
-}
-
-// sliceOver views b, a large (hence page-aligned) allocation, as n elements of T.
-func sliceOver[T any](b []byte, n int) []T {
-	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), n)
+	return unsafe.Slice(unsafe.StringData(sb.String()), size)
 }
 
 // RawOf returns the kind and byte view of v if v is a numeric slice that travels raw.
