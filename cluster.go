@@ -792,7 +792,7 @@ func (c *Cluster) workerGone(pid int, cause error) {
 			cause = hbLost
 		}
 		if p.proc != nil {
-			p.proc.Kill()
+			killAndReap(p.proc)
 		}
 		c.publishExit(p, Event{Kind: Exited, Pid: pid, Reason: ExitLost, Cause: &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("%w: %v", ErrConnectionLost, cause)}})
 		return
@@ -823,7 +823,7 @@ func (c *Cluster) workerGone(pid int, cause error) {
 			ev.Cause = &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("%w: %v", ErrConnectionLost, cause)}
 		}
 		if ev.Reason == ExitLost {
-			p.proc.Kill() // a worker we cannot talk to must not live on
+			killAndReap(p.proc) // a worker we cannot talk to must not live on
 		}
 		c.publishExit(p, ev)
 	}
@@ -836,6 +836,22 @@ func (c *Cluster) workerGone(pid int, cause error) {
 		report(true)
 	}()
 }
+
+// killAndReap kills a worker's process and waits, for a bounded time, until it has ended, so
+// that Close returns with no process of its own left running. A kill is only a request: a
+// process tearing down a large address space can take a moment to be gone.
+func killAndReap(p Process) {
+	p.Kill()
+	t := time.NewTimer(reapWait)
+	defer t.Stop()
+	select {
+	case <-procDone(p):
+	case <-t.C:
+	}
+}
+
+// reapWait bounds how long killAndReap waits for a killed process.
+const reapWait = 5 * time.Second
 
 // publishExit publishes a worker's Exited event, once.
 func (c *Cluster) publishExit(p *peer, ev Event) {

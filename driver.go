@@ -98,7 +98,7 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 			defer mu.Unlock()
 			if err != nil {
 				errs = append(errs, err)
-				p.Kill()
+				killAndReap(p)
 				p.SetPid(0)
 				c.publish(Event{Kind: Exited, Reason: ExitNotStarted, Cause: err, Count: 1})
 				return
@@ -126,7 +126,7 @@ func (c *Cluster) AddProcess(ctx context.Context, p Process) (int, error) {
 	}
 	pid, err := c.join(ctx, p)
 	if err != nil {
-		p.Kill()
+		killAndReap(p)
 		p.SetPid(0)
 		c.publish(Event{Kind: Exited, Reason: ExitNotStarted, Cause: err, Count: 1})
 		return 0, err

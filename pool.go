@@ -89,6 +89,12 @@ func (p *WorkerPool) Take(ctx context.Context) (int, error) {
 			p.free = p.free[1:]
 			p.members[pid] = true
 			p.mu.Unlock()
+			if p.gone(pid) {
+				// It left the cluster and its Exited event is still on the way: drop it now
+				// rather than hand out a worker every call to will fail on.
+				p.Remove(pid)
+				continue
+			}
 			return pid, nil
 		}
 		if len(p.members) == 0 {
@@ -107,8 +113,13 @@ func (p *WorkerPool) Take(ctx context.Context) (int, error) {
 }
 
 // Put gives back a worker returned by Take. A pid that is not a taken member (it was removed,
-// for example because it exited, or it is already free) is ignored.
+// for example because it exited, or it is already free) is ignored, and one that is no longer
+// a live member of the cluster is dropped.
 func (p *WorkerPool) Put(pid int) {
+	if p.gone(pid) {
+		p.Remove(pid)
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if taken, ok := p.members[pid]; !ok || !taken {
@@ -130,6 +141,17 @@ func (p *WorkerPool) Add(pids ...int) {
 		}
 		p.addUnchecked(pid)
 	}
+}
+
+// gone reports whether pid has left the cluster. A worker leaves Procs as soon as its
+// connection breaks, but its Exited event waits until the process has been reaped; the pool
+// must agree with Procs in between.
+func (p *WorkerPool) gone(pid int) bool {
+	if p.c == nil || pid == p.c.MyID() {
+		return false
+	}
+	_, ok := p.c.ProcInfo(pid)
+	return !ok
 }
 
 func (p *WorkerPool) addUnchecked(pid int) {
