@@ -215,7 +215,7 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 		{[]string{"send.mb_per_s", "fetch.mb_per_s"}, r.bulk},
 		{[]string{"channel.roundtrip_us"}, r.channel},
 		{[]string{"worker.idle_rss_mib"}, r.idleRSS},
-		{[]string{"pmap.overhead_us_per_item", "pmap.overhead_us_per_item_batch1", "pmap.speedup"}, func(ctx context.Context) error {
+		{[]string{"pmap.overhead_us_per_item", "pmap.overhead_us_per_item_batch1", "pmap.speedup", "raw.threads_speedup"}, func(ctx context.Context) error {
 			return PmapFigures(ctx, r.c, r.opt.Quick, r.emitSelected)
 		}},
 		{[]string{"reduce.serial_sum_1e8_ms", "reduce.sum_1e8_ms"}, func(ctx context.Context) error {

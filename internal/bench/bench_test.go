@@ -42,7 +42,8 @@ func TestQuickRun(t *testing.T) {
 		"worker.idle_rss_mib":              "",
 		"pmap.overhead_us_per_item":        "",
 		"pmap.overhead_us_per_item_batch1": "",
-		"pmap.speedup":                     "",
+		"raw.threads_speedup":              "",
+		"pmap.speedup":                     "raw.threads_speedup",
 		"reduce.serial_sum_1e8_ms":         "",
 		"reduce.sum_1e8_ms":                "reduce.serial_sum_1e8_ms",
 	}

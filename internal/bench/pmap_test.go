@@ -28,7 +28,7 @@ func TestPmapFigures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"pmap.overhead_us_per_item", "pmap.overhead_us_per_item_batch1", "pmap.speedup"} {
+	for _, name := range []string{"pmap.overhead_us_per_item", "pmap.overhead_us_per_item_batch1", "pmap.speedup", "raw.threads_speedup"} {
 		if got[name] <= 0 {
 			t.Errorf("%s = %v", name, got[name])
 		}
