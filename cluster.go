@@ -348,6 +348,12 @@ type callHeader struct {
 }
 
 func (c *Cluster) encodeCall(ctx context.Context, h callHeader, arg any) (wire.Msg, error) {
+	return c.encodeCallTo(ctx, h, arg, make([]byte, 0, 64))
+}
+
+// encodeCallTo is encodeCall appending to buf, which the caller may reuse once the message
+// has been sent (connections copy what they send, but for large raw parts).
+func (c *Cluster) encodeCallTo(ctx context.Context, h callHeader, arg any, buf []byte) (wire.Msg, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
 		if left <= 0 {
@@ -355,7 +361,7 @@ func (c *Cluster) encodeCall(ctx context.Context, h callHeader, arg any) (wire.M
 		}
 		h.Timeout = int64(left)
 	}
-	prefix := h.appendCBOR(make([]byte, 0, 64))
+	prefix := h.appendCBOR(buf)
 	if p, ok := arg.(prefixed); ok {
 		prefix = append(prefix, p.prefix...)
 		arg = p.v
@@ -367,17 +373,37 @@ func (c *Cluster) encodeCall(ctx context.Context, h callHeader, arg any) (wire.M
 	return m, nil
 }
 
+// callBufs holds buffers for encoding calls, each used from encoding until the send.
+var callBufs = sync.Pool{New: func() any { b := make([]byte, 0, 128); return &b }}
+
+// maxCallBuf is the largest buffer kept for reuse: an argument of megabytes must not stay
+// pinned by the pool.
+const maxCallBuf = 4 << 10
+
+func getCallBuf() *[]byte { return callBufs.Get().(*[]byte) }
+
+func putCallBuf(b *[]byte) {
+	if cap(*b) <= maxCallBuf {
+		*b = (*b)[:0]
+		callBufs.Put(b)
+	}
+}
+
 // call sends a request to pid and waits for the reply frame.
 func (c *Cluster) call(ctx context.Context, pid int, h callHeader, arg any) (*wire.Frame, error) {
 	conn, err := c.connTo(ctx, pid)
 	if err != nil {
 		return nil, err
 	}
-	m, err := c.encodeCall(ctx, h, arg)
+	buf := getCallBuf()
+	m, err := c.encodeCallTo(ctx, h, arg, *buf)
 	if err != nil {
+		putCallBuf(buf)
 		return nil, err
 	}
 	fr, err := conn.Call(ctx, m)
+	*buf = m.CBOR[:0] // sent: the connection copied it
+	putCallBuf(buf)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

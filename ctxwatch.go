@@ -20,12 +20,23 @@ type ctxWatch struct {
 
 type watchSet struct {
 	stop func() bool
-	fns  map[uint64]func()
+	fns  map[uint64]watcher
 }
 
-// add arranges for fn to run once when ctx ends, unless remove comes first. It returns the
-// key for remove; a ctx that can never end needs no watching (key 0).
-func (w *ctxWatch) add(ctx context.Context, fn func()) (done <-chan struct{}, key uint64) {
+// watcher is told when the context it watches ends, with the context's error. The call's
+// own state is the watcher, so that a call needs no closure for it.
+type watcher interface {
+	contextEnded(err error)
+}
+
+// watchFunc is a function used as a watcher.
+type watchFunc func(error)
+
+func (f watchFunc) contextEnded(err error) { f(err) }
+
+// add arranges for fn to be told once when ctx ends, unless remove comes first. It returns
+// the key for remove; a ctx that can never end needs no watching (key 0).
+func (w *ctxWatch) add(ctx context.Context, fn watcher) (done <-chan struct{}, key uint64) {
 	done = ctx.Done()
 	if done == nil {
 		return nil, 0
@@ -38,9 +49,10 @@ func (w *ctxWatch) add(ctx context.Context, fn func()) (done <-chan struct{}, ke
 	key = w.next
 	s := w.sets[done]
 	if s == nil {
-		s = &watchSet{fns: make(map[uint64]func())}
+		s = &watchSet{fns: make(map[uint64]watcher)}
 		w.sets[done] = s
-		s.stop = context.AfterFunc(ctx, func() { w.fire(done) })
+		d := done // not the result itself: capturing it would move it to the heap on every call
+		s.stop = context.AfterFunc(ctx, func() { w.fire(d, ctx.Err()) })
 	}
 	s.fns[key] = fn
 	w.mu.Unlock() // not deferred: this runs for every Go call
@@ -70,7 +82,7 @@ func (w *ctxWatch) remove(done <-chan struct{}, key uint64) {
 	w.idle = done
 }
 
-func (w *ctxWatch) fire(done <-chan struct{}) {
+func (w *ctxWatch) fire(done <-chan struct{}, err error) {
 	w.mu.Lock()
 	s := w.sets[done]
 	delete(w.sets, done)
@@ -82,6 +94,6 @@ func (w *ctxWatch) fire(done <-chan struct{}) {
 		return
 	}
 	for _, fn := range s.fns {
-		fn()
+		fn.contextEnded(err)
 	}
 }

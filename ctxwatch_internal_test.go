@@ -11,8 +11,8 @@ func TestCtxWatch(t *testing.T) {
 	var w ctxWatch
 	ctx, cancel := context.WithCancel(context.Background())
 	var fired atomic.Int32
-	d1, k1 := w.add(ctx, func() { fired.Add(1) })
-	d2, k2 := w.add(ctx, func() { fired.Add(10) })
+	d1, k1 := w.add(ctx, watchFunc(func(error) { fired.Add(1) }))
+	d2, k2 := w.add(ctx, watchFunc(func(error) { fired.Add(10) }))
 	if len(w.sets) != 1 {
 		t.Fatalf("%d sets for one context", len(w.sets))
 	}
@@ -30,22 +30,22 @@ func TestCtxWatch(t *testing.T) {
 	}
 	w.remove(d2, k2) // after firing: harmless
 	// A context that can never end is not watched.
-	if d, k := w.add(context.Background(), func() {}); d != nil || k != 0 {
+	if d, k := w.add(context.Background(), watchFunc(func(error) {})); d != nil || k != 0 {
 		t.Fatal("watched context.Background")
 	}
 	// The set whose calls all finished last is kept for the next call with its context; the
 	// one before lets go of its context.
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
-	d3, k3 := w.add(ctx2, func() { t.Error("fired after remove") })
+	d3, k3 := w.add(ctx2, watchFunc(func(error) { t.Error("fired after remove") }))
 	w.remove(d3, k3)
-	d3, k3 = w.add(ctx2, func() { t.Error("fired after remove") })
+	d3, k3 = w.add(ctx2, watchFunc(func(error) { t.Error("fired after remove") }))
 	w.remove(d3, k3)
 	if len(w.sets) != 1 || w.idle != ctx2.Done() {
 		t.Fatalf("%d sets, idle %v: want ctx2's set kept", len(w.sets), w.idle)
 	}
 	ctx3, cancel3 := context.WithCancel(context.Background())
-	d4, k4 := w.add(ctx3, func() { t.Error("fired after remove") })
+	d4, k4 := w.add(ctx3, watchFunc(func(error) { t.Error("fired after remove") }))
 	w.remove(d4, k4)
 	w.mu.Lock()
 	_, has2 := w.sets[ctx2.Done()]

@@ -32,43 +32,102 @@ type future[T any] struct {
 	pending bool       // this process started the call and its reply will arrive by itself
 	conn    *wire.Conn // for pending remote futures: the connection the request may wait on
 
-	mu   sync.Mutex
-	done chan struct{} // closed once val/err are known here
-	val  T
-	err  error
+	ready atomic.Bool // val and err are known here; they never change after
+	mu    sync.Mutex
+	done  chan struct{} // made by the first waiter before ready, closed by set
+	val   T
+	err   error
+}
+
+// closedChan is the channel of every future that was ready before anyone waited: most
+// futures of a loop of Go calls get their reply before their Wait, and need none of their own.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// doneChan returns a channel closed once the value is known here.
+func (f *future[T]) doneChan() <-chan struct{} {
+	if f.ready.Load() {
+		return closedChan
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ready.Load() {
+		return closedChan
+	}
+	if f.done == nil {
+		f.done = make(chan struct{})
+	}
+	return f.done
 }
 
 func newFuture[T any](c *Cluster, id refID, weight int64, pending bool) *Future[T] {
 	if pending {
-		// One allocation for the handle, its state and its hold, on the path of every Go
-		// call. (A received future cannot share: its cleanup's argument, the hold, would
-		// keep the handle reachable and never let the cleanup run.)
-		all := &pendingFuture[T]{}
-		all.state = future[T]{c: c, id: id, pending: true, done: make(chan struct{})}
-		all.handle.future = &all.state
-		if weight > 0 {
-			all.hold = refHold{c: c, id: id, weight: weight}
-			all.state.hold = &all.hold
-		}
-		return &all.handle
+		return &newPendingFuture[T](c, id, weight).handle
 	}
-	f := &Future[T]{&future[T]{c: c, id: id, pending: pending, done: make(chan struct{})}}
+	f := &Future[T]{&future[T]{c: c, id: id}}
 	if weight > 0 {
 		f.hold = &refHold{c: c, id: id, weight: weight}
-		if !pending {
-			// A pending future gives its weight back when its reply arrives, reachable or
-			// not; only a received one needs the garbage collector's help.
-			runtime.AddCleanup(f, func(h *refHold) { h.release() }, f.hold)
-		}
+		// A pending future gives its weight back when its reply arrives, reachable or not;
+		// only a received one needs the garbage collector's help.
+		runtime.AddCleanup(f, func(h *refHold) { h.release() }, f.hold)
 	}
 	return f
 }
 
-// pendingFuture is the single allocation behind a future this process started.
+// newPendingFuture makes a future for a call this process starts. One allocation holds the
+// handle, its state, its hold and the call's bookkeeping, on the path of every Go call. (A
+// received future cannot share: its cleanup's argument, the hold, would keep the handle
+// reachable and never let the cleanup run.)
+func newPendingFuture[T any](c *Cluster, id refID, weight int64) *pendingFuture[T] {
+	all := &pendingFuture[T]{}
+	all.state = future[T]{c: c, id: id, pending: true}
+	all.handle.future = &all.state
+	if weight > 0 {
+		all.hold = refHold{c: c, id: id, weight: weight}
+		all.state.hold = &all.hold
+	}
+	return all
+}
+
+// pendingFuture is the single allocation behind a future this process started. It receives
+// the reply (wire.Replier) and the end of the caller's context (ctxWatch), so that neither
+// needs a closure of its own.
 type pendingFuture[T any] struct {
 	handle Future[T]
 	state  future[T]
 	hold   refHold
+
+	fn      string
+	pid     int
+	watched <-chan struct{} // the caller's context, in c.watch under key
+	key     uint64
+	reqID   atomic.Uint64 // the request's id on state.conn, once known
+}
+
+// Reply receives the call's reply, or the error that ended its connection.
+func (p *pendingFuture[T]) Reply(fr *wire.Frame, err error) {
+	p.state.c.watch.remove(p.watched, p.key)
+	if err != nil {
+		var zero T
+		p.handle.set(zero, &ProcessExitedError{Pid: p.pid, Cause: err})
+		return
+	}
+	v, err := decodeReply[T](p.fn, fr)
+	p.handle.set(v, err)
+	p.hold.release() // the value is here now: the owner need not keep it for us
+}
+
+// contextEnded fails the future with the caller's context's error and cancels the call.
+func (p *pendingFuture[T]) contextEnded(err error) {
+	var zero T
+	if p.handle.set(zero, err) {
+		if id := p.reqID.Load(); id != 0 {
+			p.state.conn.Cancel(id)
+		}
+	}
 }
 
 func failedFuture[T any](c *Cluster, pid int, err error) *Future[T] {
@@ -82,59 +141,49 @@ func failedFuture[T any](c *Cluster, pid int, err error) *Future[T] {
 func (f *Future[T]) set(v T, err error) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	select {
-	case <-f.done:
+	if f.ready.Load() {
 		return false
-	default:
 	}
 	f.val, f.err = v, err
-	close(f.done)
+	f.ready.Store(true)
+	if f.done != nil {
+		close(f.done)
+	}
 	return true
 }
 
 // goRemote starts fn(in) on pid, asking pid to keep the result under a new reference.
 func goRemote[Out any](ctx context.Context, c *Cluster, pid int, fn string, in any) *Future[Out] {
 	id := refID{Owner: pid, Whence: c.MyID(), Num: c.nextRef.Add(1)}
-	f := newFuture[Out](c, id, initialWeight, true)
+	p := newPendingFuture[Out](c, id, initialWeight)
+	f := &p.handle
 	var zero Out
 	conn, err := c.connTo(ctx, pid)
 	if err != nil {
-		f.hold.weight = 0 // nothing was created on pid
+		p.hold.weight = 0 // nothing was created on pid
 		f.set(zero, err)
 		return f
 	}
-	m, err := c.encodeCall(ctx, callHeader{Fn: fn, Store: id.Num}, in)
+	buf := getCallBuf()
+	defer putCallBuf(buf)
+	m, err := c.encodeCallTo(ctx, callHeader{Fn: fn, Store: id.Num}, in, *buf)
 	if err != nil {
-		f.hold.weight = 0
+		p.hold.weight = 0
 		f.set(zero, err)
 		return f
 	}
+	p.fn, p.pid, p.state.conn = fn, pid, conn
 	// The watch comes first, so that the reply (on another goroutine) can always remove it.
-	var reqID atomic.Uint64
-	watched, key := c.watch.add(ctx, func() {
-		if f.set(zero, ctx.Err()) {
-			if id := reqID.Load(); id != 0 {
-				conn.Cancel(id)
-			}
-		}
-	})
-	rid, err := conn.StartLazy(m, func(fr *wire.Frame, err error) {
-		c.watch.remove(watched, key)
-		if err != nil {
-			f.set(zero, &ProcessExitedError{Pid: pid, Cause: err})
-			return
-		}
-		v, err := decodeReply[Out](fn, fr)
-		f.set(v, err)
-		f.hold.release() // the value is here now: the owner need not keep it for us
-	})
+	p.watched, p.key = c.watch.add(ctx, p)
+	rid, err := conn.StartLazy(m, p)
+	*buf = m.CBOR[:0] // the request is copied into the connection's write buffer
 	if err != nil {
-		c.watch.remove(watched, key)
-		f.hold.weight = 0
+		c.watch.remove(p.watched, p.key)
+		p.hold.weight = 0
 		f.set(zero, &ProcessExitedError{Pid: pid, Cause: err})
 		return f
 	}
-	reqID.Store(rid)
+	p.reqID.Store(rid)
 	if ctx.Err() != nil {
 		conn.Cancel(rid) // ctx ended before the id was known to the watch
 	}
@@ -166,10 +215,8 @@ func (f *Future[T]) Where() int { return f.id.Owner }
 // Ready reports whether the value is available here without waiting. For a Future received
 // from another process, it asks the owner, waiting at most one second for the answer.
 func (f *Future[T]) Ready() bool {
-	select {
-	case <-f.done:
+	if f.ready.Load() {
 		return true
-	default:
 	}
 	if f.pending {
 		return false
@@ -183,10 +230,8 @@ func (f *Future[T]) Ready() bool {
 // Fetch waits for the value and returns it with the remote call's error, if any. The value is
 // cached: later Fetches return it at once. ctx bounds only this wait.
 func (f *Future[T]) Fetch(ctx context.Context) (T, error) {
-	select {
-	case <-f.done:
+	if f.ready.Load() {
 		return f.val, f.err
-	default:
 	}
 	if f.pending && f.conn != nil {
 		f.conn.Flush() // the request may still be queued for a shared write
@@ -215,14 +260,12 @@ func (f *Future[T]) Fetch(ctx context.Context) (T, error) {
 		f.set(v, err)
 		f.hold.release()
 	}
-	select {
-	case <-f.done:
+	if f.ready.Load() {
 		return f.val, f.err
-	default:
-		wire.WillBlock(ctx)
 	}
+	wire.WillBlock(ctx)
 	select {
-	case <-f.done:
+	case <-f.doneChan():
 		return f.val, f.err
 	case <-ctx.Done():
 		var zero T
@@ -259,8 +302,8 @@ type futureWire struct {
 // travels with it, otherwise part of this process's reference goes to the receiver.
 func (f *Future[T]) MarshalCBOR() ([]byte, error) {
 	w := futureWire{ID: f.id}
-	select {
-	case <-f.done:
+	switch {
+	case f.ready.Load():
 		w.Ready = true
 		if f.err != nil {
 			w.Err = recordOf(f.c.MyID(), "", f.err)
@@ -291,7 +334,7 @@ func (f *Future[T]) UnmarshalCBOR(data []byte) error {
 		return err
 	}
 	c := Current(context.Background())
-	*f = Future[T]{&future[T]{c: c, id: w.ID, done: make(chan struct{})}}
+	*f = Future[T]{&future[T]{c: c, id: w.ID}}
 	if w.Ready {
 		var v T
 		var err error

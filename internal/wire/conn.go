@@ -79,7 +79,7 @@ type Conn struct {
 	lastRequest atomic.Int64 // when a request from the peer was last handled (unix ns)
 	lead        leaderState
 	mu          sync.Mutex
-	pending     map[uint64]func(*Frame, error)
+	pending     map[uint64]Replier
 	err         error // why the connection ended; set once
 	done        chan struct{}
 
@@ -101,7 +101,7 @@ func NewConn(nc net.Conn, lim Limits, h Handler, onClose func(error)) *Conn {
 		lim:     lim,
 		handler: h,
 		onClose: onClose,
-		pending: make(map[uint64]func(*Frame, error)),
+		pending: make(map[uint64]Replier),
 		done:    make(chan struct{}),
 		br:      bufio.NewReaderSize(nc, 256<<10),
 	}
@@ -154,8 +154,8 @@ func (c *Conn) shutdown(err error) {
 	c.w.fail(err)
 	mon.remove(c)
 	close(c.done)
-	for _, cb := range pending {
-		cb(nil, err)
+	for _, r := range pending {
+		r.Reply(nil, err)
 	}
 	if c.onClose != nil {
 		c.onClose(err)
@@ -236,13 +236,13 @@ func (c *Conn) readFailed(err error) {
 // call that was cancelled: it is dropped.
 func (c *Conn) deliver(f *Frame) {
 	c.mu.Lock()
-	cb, ok := c.pending[f.ID]
+	r, ok := c.pending[f.ID]
 	if ok {
 		delete(c.pending, f.ID)
 	}
 	c.mu.Unlock()
 	if ok {
-		cb(f, nil)
+		r.Reply(f, nil)
 	}
 }
 
@@ -452,7 +452,7 @@ func (c *Conn) Call(ctx context.Context, m Msg) (*Frame, error) {
 	// Counted before the request leaves: a reader that delivers the reply sooner than this
 	// caller looks at the role must know to leave reading to it.
 	c.leadWanted.Add(1)
-	id, err := c.start(m, func(f *Frame, err error) { ch <- callResult{f, err} }, KindRequest, true)
+	id, err := c.start(m, ReplyFunc(func(f *Frame, err error) { ch <- callResult{f, err} }), KindRequest, true)
 	if err != nil {
 		c.leadWanted.Add(-1)
 		return nil, err
@@ -598,21 +598,34 @@ func (c *Conn) leaderRead() (*Frame, error) {
 // done runs on the connection's reader goroutine and must not block. The request is written
 // before StartFunc returns.
 func (c *Conn) StartFunc(m Msg, done func(*Frame, error)) (uint64, error) {
-	return c.start(m, done, KindRequest, false)
+	return c.start(m, ReplyFunc(done), KindRequest, false)
 }
 
 // StartLazy is StartFunc for a caller that does not wait for the reply at once: the request
-// may be queued briefly so that it shares a write with others. Flush sends it now.
-func (c *Conn) StartLazy(m Msg, done func(*Frame, error)) (uint64, error) {
-	return c.start(m, done, kindLazyRequest, false)
+// may be queued briefly so that it shares a write with others. Flush sends it now. The reply
+// goes to r.Reply, under the same rules as StartFunc's done: a caller that already has an
+// object per request makes it the Replier and saves allocating a closure.
+func (c *Conn) StartLazy(m Msg, r Replier) (uint64, error) {
+	return c.start(m, r, kindLazyRequest, false)
 }
+
+// Replier receives the reply to a request, or the error that ended the connection first.
+type Replier interface {
+	Reply(f *Frame, err error)
+}
+
+// ReplyFunc is a function used as a Replier.
+type ReplyFunc func(*Frame, error)
+
+// Reply implements Replier.
+func (f ReplyFunc) Reply(fr *Frame, err error) { f(fr, err) }
 
 // kindLazyRequest is KindRequest, sent without forcing a write.
 const kindLazyRequest Kind = 0x80 | KindRequest
 
 // start registers done for a new request and sends it. A synchronous caller (Call) may read
 // the reply itself; other callers need a reader.
-func (c *Conn) start(m Msg, done func(*Frame, error), kind Kind, sync bool) (uint64, error) {
+func (c *Conn) start(m Msg, done Replier, kind Kind, sync bool) (uint64, error) {
 	id := c.nextID.Add(1)
 	c.mu.Lock()
 	if c.err != nil {

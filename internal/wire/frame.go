@@ -156,25 +156,27 @@ func ParseHeader(b []byte, lim Limits) (Header, error) {
 // ReadFrame reads one whole frame. A truncated frame is an error wrapping io.ErrUnexpectedEOF;
 // a clean end of stream before a header is io.EOF.
 func ReadFrame(r io.Reader, lim Limits) (*Frame, error) {
-	var hb [HeaderSize]byte
-	if _, err := io.ReadFull(r, hb[:]); err != nil {
+	// Most frames (calls, replies of small values) take one allocation: the frame, whose
+	// buffer first receives the header (a header array of its own would escape to the heap
+	// through the io.Reader) and then the CBOR.
+	sf := &smallFrame{}
+	hb := sf.buf[:HeaderSize]
+	if _, err := io.ReadFull(r, hb); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, truncated(err)
 		}
 		return nil, err
 	}
-	h, err := ParseHeader(hb[:], lim)
+	h, err := ParseHeader(hb, lim)
 	if err != nil {
 		return nil, err
 	}
-	var f *Frame
+	f := &sf.Frame
+	f.Header = h
 	if h.CBORLen <= smallCBOR {
-		// Most frames (calls, replies of small values) take one allocation, not two.
-		sf := &smallFrame{Frame: Frame{Header: h}}
-		f = &sf.Frame
 		f.CBOR = sf.buf[:h.CBORLen:h.CBORLen]
 	} else {
-		f = &Frame{Header: h, CBOR: make([]byte, h.CBORLen)}
+		f.CBOR = make([]byte, h.CBORLen)
 	}
 	if h.CBORLen > 0 {
 		if _, err := io.ReadFull(r, f.CBOR); err != nil {
@@ -195,6 +197,9 @@ func ReadFrame(r io.Reader, lim Limits) (*Frame, error) {
 
 // smallCBOR is the CBOR size up to which a frame and its CBOR share one allocation.
 const smallCBOR = 96
+
+// ReadFrame reads the header into the small frame's buffer.
+var _ [smallCBOR - HeaderSize]struct{}
 
 type smallFrame struct {
 	Frame
