@@ -99,12 +99,8 @@ func init() {
 	builtin(fnPing, func(ctx context.Context, c *Cluster, _ struct{}) (struct{}, error) {
 		return struct{}{}, nil
 	})
-	builtin(fnDrop, func(ctx context.Context, c *Cluster, drops []refDrop) (struct{}, error) {
-		from := CallerPid(ctx)
-		for _, d := range drops {
-			c.refs.drop(refKey{d.Whence, d.Num}, d.Weight, from)
-		}
-		return struct{}{}, nil
+	builtin(fnDrop, func(ctx context.Context, c *Cluster, drops []int64) (struct{}, error) {
+		return struct{}{}, c.refs.dropBatch(drops, CallerPid(ctx))
 	})
 	builtin(fnGrow, func(ctx context.Context, c *Cluster, d refDrop) (struct{}, error) {
 		c.refs.add(refKey{d.Whence, d.Num}, d.Weight)

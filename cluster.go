@@ -617,8 +617,13 @@ func (c *Cluster) dial(ctx context.Context, network, addr string, pid int) (*wir
 type connState struct {
 	pid    atomic.Int64 // the process at the other end; 0 until it introduced itself
 	mu     sync.Mutex
-	active map[uint64]context.CancelFunc
+	active map[uint64]context.CancelFunc // requests being served, by id (one-way: oneWayKey)
+	oneWay uint64                        // keys for one-way requests, which have no id
+	closed bool                          // connClosed has cancelled active: cancel new ones at once
 }
+
+// oneWayKey marks the keys of one-way requests in connState.active: request ids never reach it.
+const oneWayKey = 1 << 63
 
 func (c *Cluster) serveConn(nc net.Conn, pid int) *wire.Conn {
 	st := &connState{active: make(map[uint64]context.CancelFunc)}
@@ -659,6 +664,29 @@ type callInfo struct {
 	conn *wire.Conn
 }
 
+// reqCtx is the context of a served request: its own cancellable context, answering for the
+// callInfo and, when the handler runs on the connection's reader goroutine, the frame that
+// wire.WillBlock looks for. One value instead of a chain of two WithValue wrappers.
+type reqCtx struct {
+	context.Context
+	info  callInfo
+	frame *wire.Frame // nil unless the handler runs inline
+}
+
+// Value implements context.Context.
+func (r *reqCtx) Value(key any) any {
+	switch key.(type) {
+	case callInfoKey:
+		return &r.info
+	case wire.InlineKey:
+		if r.frame != nil {
+			return r.frame
+		}
+		return nil
+	}
+	return r.Context.Value(key)
+}
+
 type callInfoKey struct{}
 
 // CallerPid returns the pid of the process that called the remote function running with ctx,
@@ -684,24 +712,38 @@ func (c *Cluster) serve(st *connState, conn *wire.Conn, f *wire.Frame) {
 		}
 		return
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
+	// Not derived from c.ctx: that would insert into and delete from c.ctx's set of
+	// children on every request. The cluster's end reaches the request all the same,
+	// through connClosed: closing the cluster closes every connection.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if h.Timeout > 0 {
 		var c2 context.CancelFunc
 		ctx, c2 = context.WithTimeout(ctx, time.Duration(h.Timeout))
 		defer c2()
 	}
-	ctx = wire.InlineContext(context.WithValue(ctx, callInfoKey{}, &callInfo{st: st, conn: conn}), f)
-	if f.Kind == wire.KindRequest {
-		st.mu.Lock()
-		st.active[f.ID] = cancel
-		st.mu.Unlock()
-		defer func() {
-			st.mu.Lock()
-			delete(st.active, f.ID)
-			st.mu.Unlock()
-		}()
+	rc := &reqCtx{Context: ctx, info: callInfo{st: st, conn: conn}}
+	if wire.IsInline(f) {
+		rc.frame = f
 	}
+	ctx = rc
+	key := f.ID
+	st.mu.Lock()
+	if f.Kind != wire.KindRequest {
+		st.oneWay++
+		key = oneWayKey | st.oneWay
+	}
+	if st.closed {
+		cancel() // whoever asked is gone already
+	} else {
+		st.active[key] = cancel
+	}
+	st.mu.Unlock()
+	defer func() {
+		st.mu.Lock()
+		delete(st.active, key)
+		st.mu.Unlock()
+	}()
 	var entry *refEntry
 	from := int(st.pid.Load())
 	if from == 0 && h.Fn != fnHello && h.Fn != fnJoin {
@@ -742,6 +784,7 @@ func (c *Cluster) serve(st *connState, conn *wire.Conn, f *wire.Frame) {
 // connClosed runs once for every connection that ends, for whatever reason.
 func (c *Cluster) connClosed(st *connState, conn *wire.Conn, err error) {
 	st.mu.Lock()
+	st.closed = true
 	for _, cancel := range st.active {
 		cancel() // whoever asked is gone: stop working for them
 	}

@@ -288,6 +288,26 @@ func TestCancellationReachesRemote(t *testing.T) {
 	}
 }
 
+// A one-way request (Do) has no caller waiting, but its handler still stops when the process
+// that sent it is gone.
+func TestOneWayHandlerCancelledWhenSenderDies(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 1)
+	before, err := cancelCount.Call(ctx, c, 1, struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := doWaitOnDriver.Call(ctx, c, 2, struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the driver's handler is waiting on its context
+	disttest.Kill(t, c, 2)
+	disttest.Eventually(t, 5*time.Second, "the driver's handler to see its context end", func() bool {
+		n, err := cancelCount.Call(ctx, c, 1, struct{}{})
+		return err == nil && n == before+1
+	})
+}
+
 func TestRemoteChannelSemantics(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	c, _ := disttest.Start(t, 2)

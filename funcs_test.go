@@ -68,6 +68,10 @@ var (
 			return struct{}{}, nil
 		}
 	})
+	// doWaitOnDriver sends a one-way waitCancel to the driver and returns.
+	doWaitOnDriver = dist.NewFunc("test.dowaitondriver", func(ctx context.Context, _ struct{}) (struct{}, error) {
+		return struct{}{}, waitCancel.Do(ctx, dist.Current(ctx), 1, struct{}{})
+	})
 	cancelCount = dist.NewFunc("test.cancelcount", func(ctx context.Context, _ struct{}) (int, error) {
 		cancelSeenMu.Lock()
 		defer cancelSeenMu.Unlock()

@@ -3,6 +3,7 @@ package dist
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -44,8 +45,8 @@ type refKey struct {
 type refEntry struct {
 	mu     sync.Mutex
 	weight int64
-	shared bool // someone other than the creator has touched it
-	ready  chan struct{}
+	shared bool          // someone other than the creator has touched it
+	ready  chan struct{} // made by a waiter that comes before the value, closed by set
 	isSet  bool
 	msg    wire.Msg
 	err    *errRecord
@@ -64,15 +65,17 @@ func (e *refEntry) set(msg wire.Msg, err error, pid int, fn string) {
 	} else {
 		e.msg = msg
 	}
-	close(e.ready)
+	if e.ready != nil {
+		close(e.ready)
+	}
 }
 
 // wait returns the stored result once it is set.
 func (e *refEntry) wait(ctx context.Context) (wire.Msg, error) {
-	if !e.isReady() { // a value already there wins over a cancelled ctx
+	if ready := e.readyChan(); ready != closedChan { // a value already there wins over a cancelled ctx
 		wire.WillBlock(ctx)
 		select {
-		case <-e.ready:
+		case <-ready:
 		case <-ctx.Done():
 			return wire.Msg{}, ctx.Err()
 		}
@@ -83,13 +86,24 @@ func (e *refEntry) wait(ctx context.Context) (wire.Msg, error) {
 	return e.msg, nil
 }
 
-func (e *refEntry) isReady() bool {
-	select {
-	case <-e.ready:
-		return true
-	default:
-		return false
+// readyChan returns a channel closed once the value is set. Most values are set before
+// anyone waits for them (the reply carries them to their creator), and need none.
+func (e *refEntry) readyChan() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.isSet {
+		return closedChan
 	}
+	if e.ready == nil {
+		e.ready = make(chan struct{})
+	}
+	return e.ready
+}
+
+func (e *refEntry) isReady() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.isSet
 }
 
 // refTable holds the values this process owns.
@@ -109,8 +123,8 @@ func (t *refTable) init() {
 func (t *refTable) entry(k refKey) *refEntry {
 	e := t.m[k]
 	if e == nil {
-		e = &refEntry{ready: make(chan struct{})}
-		if t.dead[k.whence] {
+		e = &refEntry{}
+		if len(t.dead) > 0 && t.dead[k.whence] {
 			e.set(wire.Msg{}, &ProcessExitedError{Pid: k.whence, Cause: errNeverCreated}, k.whence, "")
 			return e // not filed: there is nothing to keep
 		}
@@ -163,6 +177,10 @@ func (t *refTable) get(k refKey, from int) *refEntry {
 func (t *refTable) drop(k refKey, w int64, from int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.dropLocked(k, w, from)
+}
+
+func (t *refTable) dropLocked(k refKey, w int64, from int) {
 	e := t.entry(k)
 	e.weight -= w
 	if from != k.whence {
@@ -266,12 +284,30 @@ type refDrop struct {
 	Weight int64
 }
 
+// A batch of drops travels as a flat []int64 of (whence, num, weight) triples: a raw numeric
+// slice, which the codec copies instead of decoding element by element.
+const dropWords = 3
+
+// dropBatch takes back the weights of a batch of drops from one process, under one lock.
+func (t *refTable) dropBatch(batch []int64, from int) error {
+	if len(batch)%dropWords != 0 {
+		return fmt.Errorf("%w: a drop batch of %d words is not whole triples", ErrTypeMismatch, len(batch))
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := 0; i < len(batch); i += dropWords {
+		t.dropLocked(refKey{int(batch[i]), uint64(batch[i+1])}, batch[i+2], from)
+	}
+	return nil
+}
+
 // dropBatcher sends releases in batches, one message per owner per batch: under load, a
 // batch gathers whatever was released while the previous one was being sent.
 type dropBatcher struct {
 	c       *Cluster
 	mu      sync.Mutex
-	pending map[int][]refDrop
+	pending map[int][]int64 // owner → dropWords per drop
+	spare   map[int][]int64 // the previous batch's map, emptied, for the next swap
 	wake    chan struct{}
 	quit    chan struct{}
 	done    chan struct{}
@@ -279,7 +315,8 @@ type dropBatcher struct {
 
 func (b *dropBatcher) init(c *Cluster) {
 	b.c = c
-	b.pending = make(map[int][]refDrop)
+	b.pending = make(map[int][]int64)
+	b.spare = make(map[int][]int64)
 	b.wake = make(chan struct{}, 1)
 	b.quit = make(chan struct{})
 	b.done = make(chan struct{})
@@ -292,7 +329,7 @@ func (b *dropBatcher) add(id refID, w int64) {
 		return
 	}
 	b.mu.Lock()
-	b.pending[id.Owner] = append(b.pending[id.Owner], refDrop{Whence: id.Whence, Num: id.Num, Weight: w})
+	b.pending[id.Owner] = append(b.pending[id.Owner], int64(id.Whence), int64(id.Num), w)
 	b.mu.Unlock()
 	select {
 	case b.wake <- struct{}{}:
@@ -310,20 +347,43 @@ func (b *dropBatcher) loop() {
 		}
 		b.mu.Lock()
 		batch := b.pending
-		b.pending = make(map[int][]refDrop)
+		b.pending, b.spare = b.spare, nil
 		b.mu.Unlock()
 		for owner, drops := range batch {
+			if len(drops) == 0 {
+				continue
+			}
 			// An owner that is gone has nothing left to free: the error is not interesting.
+			// The batch is copied into the connection's buffer by the time send returns
+			// (large ones are written before it returns), so its slice can be reused.
 			b.c.send(b.c.ctx, owner, callHeader{Fn: fnDrop}, drops)
+			batch[owner] = drops[:0]
 		}
+		b.mu.Lock()
+		// Keep the slices of owners that release often; a slice grown by a burst goes.
+		for owner, drops := range batch {
+			if cap(drops) > maxDropSlice {
+				delete(batch, owner)
+			}
+		}
+		b.spare = batch
+		b.mu.Unlock()
 	}
 }
+
+// maxDropSlice is the largest batch slice (in words) the batcher keeps for reuse.
+const maxDropSlice = 3 << 12
 
 // flushed reports whether no releases are waiting to be sent, for tests.
 func (b *dropBatcher) idle() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.pending) == 0
+	for _, drops := range b.pending {
+		if len(drops) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (b *dropBatcher) stop() {

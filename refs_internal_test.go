@@ -569,3 +569,26 @@ func TestRefHoldRemoteReleaseBatched(t *testing.T) {
 		t.Fatalf("a remote release touched the local table: Len %d", c.refs.Len())
 	}
 }
+
+func TestDropBatch(t *testing.T) {
+	tb := rtTable()
+	a, b := refKey{2, 1}, refKey{2, 2}
+	tb.add(a, 10)
+	tb.add(b, 10)
+	// A batch that is not whole triples is refused whole: nothing is dropped.
+	if err := tb.dropBatch([]int64{2, 1, 10, 2, 2}, 2); !errors.Is(err, ErrTypeMismatch) {
+		t.Fatalf("partial triple: %v", err)
+	}
+	if w, ok := rtWeight(tb, a); !ok || w != 10 {
+		t.Fatalf("after a refused batch: weight %d, filed %v", w, ok)
+	}
+	if err := tb.dropBatch([]int64{2, 1, 10, 2, 2, 4}, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rtWeight(tb, a); ok {
+		t.Fatal("a value whose weight all came back is still filed")
+	}
+	if w, ok := rtWeight(tb, b); !ok || w != 6 || !rtShared(tb, b) {
+		t.Fatalf("partly dropped by another process: weight %d, filed %v, shared %v", w, ok, rtShared(tb, b))
+	}
+}

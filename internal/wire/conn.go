@@ -35,8 +35,10 @@ type Msg struct {
 type Handler func(c *Conn, f *Frame)
 
 // InlineBudget is how long a handler may run on the reader goroutine before another
-// goroutine takes over reading the connection. The monitor checks every monitorTick, so a
-// slow handler delays the frames behind it by up to InlineBudget+monitorTick, once.
+// goroutine takes over reading the connection. The monitor checks every monitorTick, timing
+// handlers with a clock of its own that may be a tick behind, so a slow handler delays the
+// frames behind it by up to InlineBudget+monitorTick, once; a quick one that straddles a tick
+// may be taken over needlessly, which costs a goroutine.
 const InlineBudget = time.Millisecond
 
 // InlineContext returns ctx marked as the context of the handler of f, so that WillBlock(ctx)
@@ -45,17 +47,22 @@ func InlineContext(ctx context.Context, f *Frame) context.Context {
 	if f.run == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, inlineKey{}, f)
+	return context.WithValue(ctx, InlineKey{}, f)
 }
 
-type inlineKey struct{}
+// InlineKey is the context key under which InlineContext files a handler's frame. A context
+// type of the caller's own may answer it instead, with the frame when IsInline(f).
+type InlineKey struct{}
+
+// IsInline reports whether f's handler runs on its connection's reader goroutine.
+func IsInline(f *Frame) bool { return f.run != nil }
 
 // WillBlock is called by code about to wait, typically for a reply: if ctx is the context of
 // a handler running on a connection's reader goroutine (InlineContext), another goroutine
 // takes over reading that connection now, not after InlineBudget. Without it, a handler that
 // calls back the process it serves waits for the monitor before its reply can be read.
 func WillBlock(ctx context.Context) {
-	if f, ok := ctx.Value(inlineKey{}).(*Frame); ok {
+	if f, ok := ctx.Value(InlineKey{}).(*Frame); ok && f.run != nil {
 		f.run.takeOver()
 	}
 }
@@ -261,7 +268,7 @@ const serverQuiet = 100 * time.Millisecond
 // setFree gives up the reading role held by the calling goroutine and reports whether it did.
 // It keeps it (false) when replies are awaited by others, who need a reader.
 func (c *Conn) setFree() bool {
-	now := time.Now().UnixNano()
+	now := mon.clock()
 	if now-c.lastRequest.Load() < int64(serverQuiet) {
 		// This end serves requests on this connection: a free connection would leave them
 		// waiting for the monitor.
@@ -296,11 +303,12 @@ func (c *Conn) startReader() {
 
 // handleInline runs the handler here and reports whether reading was handed over meanwhile.
 func (c *Conn) handleInline(f *Frame, r *bufio.Reader) bool {
-	run := &inlineRun{start: time.Now().UnixNano(), c: c, r: r}
+	mon.active()
+	run := &f.inline
+	*run = inlineRun{start: mon.clock(), c: c, r: r}
 	c.lastRequest.Store(run.start)
 	f.run = run
 	c.inline.Store(run)
-	mon.active()
 	c.handler(c, f)
 	// Only our own record: after a takeover, the new reader may be running a handler of its own.
 	c.inline.CompareAndSwap(run, nil)
@@ -335,6 +343,10 @@ type monitor struct {
 	sleeping atomic.Bool
 	lastUse  atomic.Int64
 	wake     chan struct{}
+	// now is a coarse clock (unix ns) that the monitor advances at every tick and active()
+	// on waking it. Handlers and callers time themselves with it: time.Now costs 60 ns to
+	// several hundred on a virtual machine, on the path of every request.
+	now atomic.Int64
 }
 
 var mon = monitor{conns: make(map[*Conn]struct{}), wake: make(chan struct{}, 1)}
@@ -364,12 +376,18 @@ func (m *monitor) remove(c *Conn) {
 	m.kick()
 }
 
+// active tells the monitor that there is work to watch, waking it if it sleeps.
 func (m *monitor) active() {
-	m.lastUse.Store(time.Now().UnixNano())
 	if m.sleeping.Load() {
+		// Its clock stopped with it.
+		m.now.Store(time.Now().UnixNano())
 		m.kick()
 	}
+	m.lastUse.Store(m.now.Load())
 }
+
+// clock returns the monitor's coarse time: at most a tick behind while it runs.
+func (m *monitor) clock() int64 { return m.now.Load() }
 
 func (m *monitor) anyInline() bool {
 	m.mu.Lock()
@@ -411,6 +429,7 @@ func (m *monitor) loop() {
 		}
 		m.mu.Unlock()
 		now := time.Now().UnixNano()
+		m.now.Store(now)
 		for _, run := range runs {
 			if now-run.start > int64(InlineBudget) && !monitorPaused.Load() {
 				run.takeOver()
@@ -418,8 +437,9 @@ func (m *monitor) loop() {
 		}
 		for _, c := range free {
 			// Nobody has read this connection for a tick: requests from the peer may be
-			// waiting. A caller in a tight loop of calls takes the role back first.
-			if now-c.freeSince.Load() >= int64(monitorTick) && !monitorPaused.Load() {
+			// waiting. A caller in a tight loop of calls takes the role back first. (The
+			// coarse clock stamped freeSince up to a tick early: two ticks mean at least one.)
+			if now-c.freeSince.Load() >= int64(2*monitorTick) && !monitorPaused.Load() {
 				c.startReader()
 			}
 		}

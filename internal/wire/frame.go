@@ -107,7 +107,8 @@ type Frame struct {
 	CBOR []byte
 	Raw  any
 
-	run *inlineRun // the handler run for this frame on a reader goroutine, if any
+	run    *inlineRun // the handler run for this frame on a reader goroutine, if any
+	inline inlineRun  // where run points: part of the frame, which is allocated anyway
 }
 
 // ErrFrame is wrapped by every error about a malformed or oversized frame.
