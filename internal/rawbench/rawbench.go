@@ -69,28 +69,21 @@ func warmupRounds(rounds int) int {
 }
 
 func runPingPong(ctx context.Context, p *peer, rounds int) (PingPongResult, error) {
-	warm := warmupRounds(rounds)
-	out := make([]byte, msgSize)
-	in := make([]byte, msgSize)
+	pp := newPingPonger(p)
+	for range warmupRounds(rounds) {
+		if _, err := pp.Round(ctx); err != nil {
+			return PingPongResult{}, err
+		}
+	}
 	// Preallocate for ordinary runs only: a huge rounds meant as "until
 	// ctx ends" must not reserve gigabytes up front.
 	lat := make([]time.Duration, 0, min(rounds, 1<<20))
-	for i := range warm + rounds {
-		binary.LittleEndian.PutUint64(out, uint64(i))
-		t0 := time.Now()
-		if _, err := p.conn.Write(out); err != nil {
-			return PingPongResult{}, p.ioError(ctx, fmt.Sprintf("ping-pong write, round %d", i), err)
+	for range rounds {
+		d, err := pp.Round(ctx)
+		if err != nil {
+			return PingPongResult{}, err
 		}
-		if _, err := io.ReadFull(p.conn, in); err != nil {
-			return PingPongResult{}, p.ioError(ctx, fmt.Sprintf("ping-pong read, round %d", i), err)
-		}
-		d := time.Since(t0)
-		if got := binary.LittleEndian.Uint64(in); got != uint64(i) {
-			return PingPongResult{}, fmt.Errorf("rawbench: ping-pong round %d: peer echoed message %d", i, got)
-		}
-		if i >= warm {
-			lat = append(lat, d)
-		}
+		lat = append(lat, d)
 	}
 	slices.Sort(lat)
 	return PingPongResult{
@@ -99,6 +92,50 @@ func runPingPong(ctx context.Context, p *peer, rounds int) (PingPongResult, erro
 		Rounds: len(lat),
 	}, nil
 }
+
+// PingPonger is a ping-pong peer kept running, so that a caller can alternate raw
+// round trips with measurements of its own: both then see the same machine, which on a
+// shared virtual machine changes speed from one second to the next.
+type PingPonger struct {
+	p       *peer
+	n       uint64
+	out, in []byte
+}
+
+// StartPingPong starts a peer as PingPong does and returns it ready for rounds.
+func StartPingPong(ctx context.Context, network string) (*PingPonger, error) {
+	p, err := startPeer(ctx, network, modePingPong)
+	if err != nil {
+		return nil, err
+	}
+	return newPingPonger(p), nil
+}
+
+func newPingPonger(p *peer) *PingPonger {
+	return &PingPonger{p: p, out: make([]byte, msgSize), in: make([]byte, msgSize)}
+}
+
+// Round does one round trip of a 64-byte message and returns how long it took.
+func (pp *PingPonger) Round(ctx context.Context) (time.Duration, error) {
+	i := pp.n
+	pp.n++
+	binary.LittleEndian.PutUint64(pp.out, i)
+	t0 := time.Now()
+	if _, err := pp.p.conn.Write(pp.out); err != nil {
+		return 0, pp.p.ioError(ctx, fmt.Sprintf("ping-pong write, round %d", i), err)
+	}
+	if _, err := io.ReadFull(pp.p.conn, pp.in); err != nil {
+		return 0, pp.p.ioError(ctx, fmt.Sprintf("ping-pong read, round %d", i), err)
+	}
+	d := time.Since(t0)
+	if got := binary.LittleEndian.Uint64(pp.in); got != i {
+		return 0, fmt.Errorf("rawbench: ping-pong round %d: peer echoed message %d", i, got)
+	}
+	return d, nil
+}
+
+// Close stops the peer and waits until it has exited.
+func (pp *PingPonger) Close() error { return pp.p.close(true) }
 
 // percentile uses the nearest-rank method on sorted data so the result is
 // always a latency that was actually observed.
@@ -138,40 +175,81 @@ func Bulk(ctx context.Context, network string, total int64, repeats int) (float6
 }
 
 func runBulk(ctx context.Context, p *peer, total int64, repeats int) (float64, error) {
+	b := newBulker(p, total)
+	best := 0.0
+	for range repeats {
+		mb, err := b.Run(ctx)
+		if err != nil {
+			return 0, err
+		}
+		best = max(best, mb)
+	}
+	return best, nil
+}
+
+// Bulker is a bulk peer kept running, so that a caller can alternate raw transfers with
+// transfers of its own (see PingPonger).
+type Bulker struct {
+	p     *peer
+	total int64
+	buf   []byte
+	runs  int
+}
+
+// StartBulk starts a peer as Bulk does; each Run sends it total bytes.
+func StartBulk(ctx context.Context, network string, total int64) (*Bulker, error) {
+	if total < 1 {
+		return nil, fmt.Errorf("rawbench: bulk: total must be >= 1 byte, got %d", total)
+	}
+	p, err := startPeer(ctx, network, modeBulk)
+	if err != nil {
+		return nil, err
+	}
+	return newBulker(p, total), nil
+}
+
+func newBulker(p *peer, total int64) *Bulker {
 	buf := make([]byte, bulkChunk)
 	for i := range buf {
 		buf[i] = byte(i) // fault the pages in outside the timed region
 	}
+	return &Bulker{p: p, total: total, buf: buf}
+}
+
+// Run sends the peer total bytes in chunks, waits for its acknowledgement, and returns the
+// rate in MB/s (1e6 bytes per second).
+func (b *Bulker) Run(ctx context.Context) (float64, error) {
+	r := b.runs
+	b.runs++
 	var hdr [8]byte
 	var ack [1]byte
-	best := 0.0
-	for r := range repeats {
-		t0 := time.Now()
-		binary.LittleEndian.PutUint64(hdr[:], uint64(total))
-		if _, err := p.conn.Write(hdr[:]); err != nil {
-			return 0, p.ioError(ctx, fmt.Sprintf("bulk run %d: write header", r), err)
-		}
-		for left := total; left > 0; {
-			n := int(min(left, int64(len(buf))))
-			if _, err := p.conn.Write(buf[:n]); err != nil {
-				return 0, p.ioError(ctx, fmt.Sprintf("bulk run %d: write", r), err)
-			}
-			left -= int64(n)
-		}
-		if _, err := io.ReadFull(p.conn, ack[:]); err != nil {
-			return 0, p.ioError(ctx, fmt.Sprintf("bulk run %d: read ack", r), err)
-		}
-		el := time.Since(t0)
-		if ack[0] != bulkAck {
-			return 0, fmt.Errorf("rawbench: bulk run %d: bad ack byte %#x", r, ack[0])
-		}
-		if el <= 0 {
-			el = 1 // clock granularity: avoid +Inf
-		}
-		best = max(best, float64(total)/el.Seconds()/1e6)
+	t0 := time.Now()
+	binary.LittleEndian.PutUint64(hdr[:], uint64(b.total))
+	if _, err := b.p.conn.Write(hdr[:]); err != nil {
+		return 0, b.p.ioError(ctx, fmt.Sprintf("bulk run %d: write header", r), err)
 	}
-	return best, nil
+	for left := b.total; left > 0; {
+		n := int(min(left, int64(len(b.buf))))
+		if _, err := b.p.conn.Write(b.buf[:n]); err != nil {
+			return 0, b.p.ioError(ctx, fmt.Sprintf("bulk run %d: write", r), err)
+		}
+		left -= int64(n)
+	}
+	if _, err := io.ReadFull(b.p.conn, ack[:]); err != nil {
+		return 0, b.p.ioError(ctx, fmt.Sprintf("bulk run %d: read ack", r), err)
+	}
+	el := time.Since(t0)
+	if ack[0] != bulkAck {
+		return 0, fmt.Errorf("rawbench: bulk run %d: bad ack byte %#x", r, ack[0])
+	}
+	if el <= 0 {
+		el = 1 // clock granularity: avoid +Inf
+	}
+	return float64(b.total) / el.Seconds() / 1e6, nil
 }
+
+// Close stops the peer and waits until it has exited.
+func (b *Bulker) Close() error { return b.p.close(true) }
 
 // Memcpy returns MB/s (1e6 bytes per second) of copy() between two []byte of
 // size bytes, best of repeats: the in-process ceiling against which any

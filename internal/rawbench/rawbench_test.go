@@ -92,6 +92,56 @@ func TestPingPong(t *testing.T) {
 	}
 }
 
+func TestPingPonger(t *testing.T) {
+	tmp := isolateTemp(t)
+	leaks := checkNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pp, err := rawbench.StartPingPong(ctx, "unix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rounds in separate blocks, as a caller interleaving its own measurements does.
+	for block := range 3 {
+		for range 50 {
+			d, err := pp.Round(ctx)
+			if err != nil || d <= 0 {
+				t.Fatalf("block %d: round took %v: %v", block, d, err)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := pp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	leaks()
+	assertEmptyDir(t, tmp)
+}
+
+func TestBulker(t *testing.T) {
+	tmp := isolateTemp(t)
+	leaks := checkNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := rawbench.StartBulk(ctx, "unix", 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for run := range 3 {
+		if mb, err := b.Run(ctx); err != nil || mb <= 0 {
+			t.Fatalf("run %d: %v MB/s: %v", run, mb, err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rawbench.StartBulk(ctx, "unix", 0); err == nil {
+		t.Fatal("StartBulk of 0 bytes: no error")
+	}
+	leaks()
+	assertEmptyDir(t, tmp)
+}
+
 func TestBulk(t *testing.T) {
 	for _, network := range []string{"unix", "tcp"} {
 		t.Run(network, func(t *testing.T) {
