@@ -72,6 +72,9 @@ var (
 	doWaitOnDriver = dist.NewFunc("test.dowaitondriver", func(ctx context.Context, _ struct{}) (struct{}, error) {
 		return struct{}{}, waitCancel.Do(ctx, dist.Current(ctx), 1, struct{}{})
 	})
+	godebugOf = dist.NewFunc("test.godebug", func(ctx context.Context, _ struct{}) (string, error) {
+		return os.Getenv("GODEBUG"), nil
+	})
 	cancelCount = dist.NewFunc("test.cancelcount", func(ctx context.Context, _ struct{}) (int, error) {
 		cancelSeenMu.Lock()
 		defer cancelSeenMu.Unlock()

@@ -3,6 +3,7 @@ package dist_test
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +89,40 @@ func TestWorkerPrintsAndExitsBeforeHandshake(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("the failure took %v: the launch waited out its timeout", d)
+	}
+}
+
+func TestWorkerEnv(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		want string // the last GODEBUG entry, which wins
+	}{
+		{nil, "GODEBUG=madvdontneed=0"},
+		{[]string{"GODEBUG="}, "GODEBUG=madvdontneed=0"},
+		{[]string{"A=1", "GODEBUG=gctrace=1"}, "GODEBUG=gctrace=1,madvdontneed=0"},
+		{[]string{"GODEBUG=madvdontneed=1"}, "GODEBUG=madvdontneed=1"},
+		{[]string{"GODEBUG=x=1,madvdontneed=1,y=2"}, "GODEBUG=x=1,madvdontneed=1,y=2"},
+	} {
+		in := append([]string(nil), c.env...)
+		got := dist.WorkerEnv(in)
+		if !slices.Equal(in, c.env) {
+			t.Fatalf("WorkerEnv(%q) changed its argument to %q", c.env, in)
+		}
+		last := ""
+		for _, kv := range got {
+			if strings.HasPrefix(kv, "GODEBUG=") {
+				last = kv
+			}
+		}
+		if last != c.want || !slices.Contains(got, dist.EnvWorker+"=1") {
+			t.Errorf("WorkerEnv(%q) = %q, want GODEBUG %q and %s=1", c.env, got, c.want, dist.EnvWorker)
+		}
+	}
+	// A local worker runs with it.
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 1)
+	got, err := godebugOf.Call(ctx, c, 2, struct{}{})
+	if err != nil || !strings.HasSuffix(got, "madvdontneed=0") && !strings.Contains(os.Getenv("GODEBUG"), "madvdontneed=") {
+		t.Fatalf("a local worker's GODEBUG: %q, %v", got, err)
 	}
 }

@@ -348,7 +348,7 @@ func (m *Manager) startWorker(ctx context.Context, spec dist.LaunchSpec, exe, jo
 	args = append(args, m.o.srunArgs...)
 	args = append(args, exe)
 	cmd := exec.Command("srun", args...)
-	cmd.Env = append(os.Environ(), dist.EnvWorker+"=1")
+	cmd.Env = dist.WorkerEnv(os.Environ())
 	cp, err := dist.StartCmd(ctx, cmd, spec, node)
 	if err != nil {
 		return nil, fmt.Errorf("slurm: job %s: %w", job, err)

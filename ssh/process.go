@@ -105,8 +105,8 @@ func (m *Manager) startOnce(ctx context.Context, i int, spec dist.LaunchSpec) (_
 	if m.opt.Dir != "" {
 		script += "cd " + quote(m.opt.Dir) + " || exit 1; "
 	}
-	script += "exec env " + dist.EnvWorker + "=1"
-	for _, e := range m.opt.Env {
+	script += "exec env"
+	for _, e := range dist.WorkerEnv(m.opt.Env) {
 		script += " " + quote(e)
 	}
 	script += " " + exe

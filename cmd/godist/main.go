@@ -7,7 +7,7 @@
 //	godist bench [-json] [-quick] [PREFIX...]
 //	                                      measure latency, throughput, startup and memory
 //	godist shm [-prefix P] ls|clean       list named shared-memory segments, or remove leftovers
-//	godist version                        print the wire protocol version
+//	godist version                        print the wire protocol version, Go's, and GODEBUG
 //
 // run FILE.go and repl are the counterparts of "julia -p N -L FILE" and of Julia's REPL with
 // Distributed and ClusterUtils loaded: N local workers (default: the number of CPUs) are
@@ -30,7 +30,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
+	"strings"
+	"syscall"
 
 	"github.com/godist/dist"
 	"github.com/godist/dist/internal/bench"
@@ -40,7 +43,34 @@ import (
 func main() {
 	dist.Main()
 	rawbench.ChildMain()
+	reexecWithMadvFree()
 	os.Exit(run(os.Args[1:]))
+}
+
+// reexecWithMadvFree runs the command again, once, with GODEBUG's madvdontneed=0, as its
+// workers run (dist.WorkerEnv): the runtime then hands freed memory back lazily, and a driver
+// that fetches one large array after another reuses its pages instead of faulting fresh ones
+// in. The runtime reads the setting only at start, and //go:debug does not accept it. A
+// GODEBUG that already sets madvdontneed is left alone; if the exec fails, the command runs
+// as it is.
+func reexecWithMadvFree() {
+	godebug := os.Getenv("GODEBUG")
+	for _, f := range strings.Split(godebug, ",") {
+		if strings.HasPrefix(f, "madvdontneed=") {
+			return
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	set := "madvdontneed=0"
+	if godebug != "" {
+		set = godebug + "," + set
+	}
+	os.Setenv("GODEBUG", set)
+	syscall.Exec(exe, os.Args, os.Environ())
+	os.Setenv("GODEBUG", godebug) // the exec failed: run as we are
 }
 
 func usage() {
@@ -58,7 +88,7 @@ commands:
                               only the figures whose names start with one of them
   shm [-prefix P] ls|clean    list named shared-memory segments, or remove those whose
                               creator has exited
-  version                     print the protocol version
+  version                     print the protocol version, Go's version, and GODEBUG
 `)
 }
 
@@ -102,6 +132,8 @@ func run(args []string) int {
 		return runShm(args[1:], os.Stdout)
 	case "version":
 		fmt.Println("godist protocol", dist.ProtocolVersion)
+		fmt.Println(runtime.Version(), runtime.GOOS+"/"+runtime.GOARCH)
+		fmt.Println("GODEBUG=" + os.Getenv("GODEBUG"))
 		return 0
 	case "help", "-h", "-help", "--help":
 		usage()

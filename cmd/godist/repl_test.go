@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -281,6 +282,27 @@ func TestRunScriptErrors(t *testing.T) {
 		}
 		if !strings.Contains(string(out), c.want) {
 			t.Errorf("%q: output lacks %q:\n%s", c.src, c.want, out)
+		}
+	}
+}
+
+// TestMadvFree: the command runs with GODEBUG's madvdontneed=0 added to what the user set,
+// unless the user set madvdontneed. (Its workers get it from dist.WorkerEnv, tested in dist.)
+func TestMadvFree(t *testing.T) {
+	bin := godistBinary(t)
+	for _, c := range []struct{ set, want string }{
+		{"", "madvdontneed=0"},
+		{"gctrace=0", "gctrace=0,madvdontneed=0"},
+		{"madvdontneed=1", "madvdontneed=1"},
+	} {
+		cmd := exec.Command(bin, "version")
+		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") }), "GODEBUG="+c.set)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("GODEBUG=%s: %v\n%s", c.set, err, out)
+		}
+		if want := "\nGODEBUG=" + c.want + "\n"; !strings.Contains(string(out), want) {
+			t.Errorf("GODEBUG=%s: output lacks %q:\n%s", c.set, want, out)
 		}
 	}
 }
