@@ -36,6 +36,7 @@ func TestQuickRun(t *testing.T) {
 		"call.p50_us":                      "raw.unix.pingpong_p50_us",
 		"call.p99_us":                      "raw.unix.pingpong_p50_us",
 		"call.async_per_s":                 "",
+		"raw.unix.array_mb_per_s":          "raw.unix.bulk_mb_per_s",
 		"send.mb_per_s":                    "raw.unix.bulk_mb_per_s",
 		"fetch.mb_per_s":                   "raw.unix.bulk_mb_per_s",
 		"channel.roundtrip_us":             "",

@@ -17,6 +17,7 @@ const envPeer = "GODIST_RAWBENCH_PEER"
 const (
 	modePingPong = "pingpong"
 	modeBulk     = "bulk"
+	modeArray    = "bulkarray"
 	bulkAck      = 0x06
 )
 
@@ -56,6 +57,8 @@ func runChild(spec string) int {
 		serve = servePingPong
 	case modeBulk:
 		serve = serveBulk
+	case modeArray:
+		serve = serveArray
 	default:
 		fmt.Fprintf(os.Stderr, "rawbench peer: unknown mode %q\n", mode)
 		return exitBadEnv
@@ -128,3 +131,34 @@ func serveBulk(conn net.Conn) error {
 		}
 	}
 }
+
+// serveArray is serveBulk receiving each stream whole into one buffer of the stream's size,
+// kept from one stream to the next, as a program receiving an array must land it in memory.
+func serveArray(conn net.Conn) error {
+	var buf []byte
+	var hdr [8]byte
+	for {
+		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+			return err
+		}
+		n := binary.LittleEndian.Uint64(hdr[:])
+		if n > maxArray {
+			return fmt.Errorf("array stream of %d bytes exceeds %d", n, maxArray)
+		}
+		if uint64(len(buf)) < n {
+			buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(conn, buf[:n]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if _, err := conn.Write([]byte{bulkAck}); err != nil {
+			return err
+		}
+	}
+}
+
+// maxArray bounds what serveArray allocates on a length from the wire.
+const maxArray = 4 << 30

@@ -208,6 +208,25 @@ func StartBulk(ctx context.Context, network string, total int64) (*Bulker, error
 	return newBulker(p, total), nil
 }
 
+// StartArray is StartBulk for the memory traffic of moving an array: each Run sends total
+// bytes from one buffer of that size, which the peer receives into one buffer of that size.
+// Both buffers are reused from run to run (the first run faults the peer's in); unlike
+// StartBulk's 4 MiB chunk, they do not stay in the processor's cache.
+func StartArray(ctx context.Context, network string, total int64) (*Bulker, error) {
+	if total < 1 || total > maxArray {
+		return nil, fmt.Errorf("rawbench: array: total must be 1 byte to %d, got %d", int64(maxArray), total)
+	}
+	p, err := startPeer(ctx, network, modeArray)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bulker{p: p, total: total, buf: make([]byte, total)}
+	for i := range b.buf {
+		b.buf[i] = byte(i)
+	}
+	return b, nil
+}
+
 func newBulker(p *peer, total int64) *Bulker {
 	buf := make([]byte, bulkChunk)
 	for i := range buf {

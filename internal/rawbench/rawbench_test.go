@@ -138,6 +138,18 @@ func TestBulker(t *testing.T) {
 	if _, err := rawbench.StartBulk(ctx, "unix", 0); err == nil {
 		t.Fatal("StartBulk of 0 bytes: no error")
 	}
+	a, err := rawbench.StartArray(ctx, "unix", 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for run := range 3 {
+		if mb, err := a.Run(ctx); err != nil || mb <= 0 {
+			t.Fatalf("array run %d: %v MB/s: %v", run, mb, err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
 	leaks()
 	assertEmptyDir(t, tmp)
 }
