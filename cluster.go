@@ -422,10 +422,13 @@ func (c *Cluster) send(ctx context.Context, pid int, h callHeader, arg any) erro
 	if err != nil {
 		return err
 	}
-	m, err := c.encodeCall(ctx, h, arg)
+	buf := getCallBuf()
+	defer putCallBuf(buf)
+	m, err := c.encodeCallTo(ctx, h, arg, *buf)
 	if err != nil {
 		return err
 	}
+	defer func() { *buf = m.CBOR[:0] }() // sent (copied) by then; runs before putCallBuf
 	if err := conn.SendLazy(wire.KindOneWay, 0, m); err != nil {
 		if errors.Is(err, wire.ErrClosed) {
 			return &ProcessExitedError{Pid: pid, Cause: err}

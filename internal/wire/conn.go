@@ -853,7 +853,10 @@ func (w *writer) flushLocked() error {
 			// through net.Buffers would cost two allocations per write.
 			_, err = w.nc.Write(owned)
 		} else {
-			_, err = bufs.WriteTo(w.nc)
+			// A copy, so that only this path pays for WriteTo's pointer receiver: taking
+			// bufs' address moved it to the heap on every flush, the common case included.
+			nb := bufs
+			_, err = nb.WriteTo(w.nc)
 		}
 		w.mu.Lock()
 		w.flushed++
