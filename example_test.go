@@ -149,3 +149,17 @@ func ExampleRemoteChannel() {
 	fmt.Println(got)
 	// Output: [10 20 30 40 50 60 70 80 90 100 110 120]
 }
+
+// A manager of one's own (a batch system, a container runtime) launches the driver's binary
+// with the environment WorkerEnv makes: the worker marker, and the runtime's lazy return of
+// freed memory unless the user's GODEBUG says otherwise.
+func ExampleWorkerEnv() {
+	for _, kv := range dist.WorkerEnv([]string{"HOME=/home/me", "GODEBUG=gctrace=1"}) {
+		fmt.Println(kv)
+	}
+	// Output:
+	// HOME=/home/me
+	// GODEBUG=gctrace=1
+	// GODIST_WORKER=1
+	// GODEBUG=gctrace=1,madvdontneed=0
+}
