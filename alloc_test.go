@@ -39,3 +39,36 @@ func TestGoAllocations(t *testing.T) {
 		t.Fatalf("%.1f allocations per Go and Wait, budget %d", n, budget)
 	}
 }
+
+// TestPmapAllocations holds the driver's side of Pmap to its budget per item. Batched, an item
+// costs its boxing into an interface for encoding (ints above 255 allocate) and a share of
+// its batch; with batch size 1, every item is a call of its own.
+func TestPmapAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("counts allocations of the whole process; the race detector's own would swamp them")
+	}
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 2)
+	in := make([]int, 10000)
+	for i := range in {
+		in[i] = i
+	}
+	for _, c2 := range []struct {
+		batch  int
+		budget float64 // measured: 1.1 and 17.4
+	}{{0, 2}, {1, 24}} {
+		opts := []dist.PmapOption{dist.WithBatchSize(c2.batch)}
+		if _, err := dist.Pmap(ctx, c, pmSquare, in, opts...); err != nil { // warm up
+			t.Fatal(err)
+		}
+		n := testing.AllocsPerRun(3, func() {
+			if _, err := dist.Pmap(ctx, c, pmSquare, in, opts...); err != nil {
+				t.Fatal(err)
+			}
+		}) / float64(len(in))
+		t.Logf("batch size %d: %.2f allocations per item", c2.batch, n)
+		if n > c2.budget {
+			t.Errorf("batch size %d: %.2f allocations per item, budget %.0f", c2.batch, n, c2.budget)
+		}
+	}
+}

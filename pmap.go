@@ -1,6 +1,7 @@
 package dist
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -537,25 +538,36 @@ func (r *pmapRun[In, Out]) runLocal(idx []int) pmapOutcome[Out] {
 
 func (r *pmapRun[In, Out]) runRemote(pid int, idx []int) pmapOutcome[Out] {
 	o := pmapOutcome[Out]{idx: idx, vals: make([]Out, len(idx)), errs: make([]error, len(idx))}
-	// Items that cannot be encoded fail here, alone; the others are sent.
+	// Items that cannot be encoded fail here, alone; the others are sent. Their CBOR goes
+	// into one buffer (an offset each), not a buffer per item.
+	var enc bytes.Buffer
 	msgs := make([]wire.Msg, 0, len(idx))
+	ends := make([]int, 0, len(idx)) // where each item's CBOR ends in enc
 	sent := make([]int, 0, len(idx)) // positions in idx of the items sent
 	size := 0
 	for k, i := range idx {
-		m, err := codec.Encode(nil, r.in[i])
+		m, err := codec.EncodeAppend(&enc, r.in[i])
 		if err != nil {
 			o.errs[k] = fmt.Errorf("%w: argument of %s: %v", ErrTypeMismatch, r.f.name, err)
 			continue
 		}
+		m.CBOR = nil // enc may move as it grows: the item is enc[previous end:ends[j]]
 		msgs = append(msgs, m)
+		ends = append(ends, enc.Len())
 		sent = append(sent, k)
-		size += len(m.CBOR) + len(m.Raw) + 4
+		size += len(m.Raw) + 4
 	}
 	if len(sent) == 0 {
 		return o
 	}
+	size += enc.Len()
 	buf := appendPmapHeader(make([]byte, 0, size+len(r.f.name)+24), r.f.name, r.id, len(sent))
-	for _, m := range msgs {
+	cbor, start := enc.Bytes(), 0
+	for j, m := range msgs {
+		if m.RawKind == wire.RawNone {
+			m.CBOR = cbor[start:ends[j]]
+		}
+		start = ends[j]
 		buf = appendPmapItem(buf, m)
 	}
 	o.inB = len(buf)

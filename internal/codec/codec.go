@@ -69,6 +69,24 @@ func Encode(prefix []byte, v any) (wire.Msg, error) {
 	return wire.Msg{CBOR: buf.Bytes()}, nil
 }
 
+// EncodeAppend is Encode writing v's CBOR at the end of buf, for callers that encode many
+// values in a row and copy each where it belongs: one buffer serves them all, where Encode
+// costs a buffer per value. The returned CBOR aliases buf's contents until buf next changes;
+// a raw slice travels in Raw as with Encode, and then nothing is written to buf.
+func EncodeAppend(buf *bytes.Buffer, v any) (wire.Msg, error) {
+	if k, raw, ok := wire.RawOf(v); ok {
+		return wire.Msg{RawKind: k, Raw: raw, RawValue: v}, nil
+	}
+	start := buf.Len()
+	if _, ok := v.(struct{}); ok {
+		buf.WriteByte(cborEmptyMap)
+	} else if err := encMode.MarshalToBuffer(v, buf); err != nil {
+		buf.Truncate(start)
+		return wire.Msg{}, fmt.Errorf("encode %T: %w", v, err)
+	}
+	return wire.Msg{CBOR: buf.Bytes()[start:]}, nil
+}
+
 // cborEmptyMap is how struct{} encodes.
 const cborEmptyMap = 0xa0
 

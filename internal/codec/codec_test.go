@@ -390,3 +390,48 @@ func TestDecodeNestingLimit(t *testing.T) {
 		t.Fatalf("65 nested arrays: %v", err)
 	}
 }
+
+func TestEncodeAppend(t *testing.T) {
+	var buf bytes.Buffer
+	values := []any{inner{X: 1, Tags: []string{"a"}}, struct{}{}, []float64{1, 2}, "s", make(chan int), 7}
+	var ends []int
+	for _, v := range values {
+		m, err := codec.EncodeAppend(&buf, v)
+		if _, isChan := v.(chan int); isChan {
+			// Not encodable: an error, and nothing left behind in the buffer.
+			if err == nil || (len(ends) > 0 && buf.Len() != ends[len(ends)-1]) {
+				t.Fatalf("chan: %v, buffer %d bytes after %v", err, buf.Len(), ends)
+			}
+			ends = append(ends, buf.Len())
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, isRaw := v.([]float64); isRaw != (m.RawKind != wire.RawNone) || isRaw && len(m.CBOR) != 0 {
+			t.Fatalf("%T: message %+v", v, m)
+		}
+		ends = append(ends, buf.Len())
+	}
+	// Each value decodes from its own stretch of the buffer.
+	b := buf.Bytes()
+	var x inner
+	if err := codec.Decode(b[:ends[0]], nil, &x); err != nil || x.X != 1 || x.Tags[0] != "a" {
+		t.Fatalf("first: %+v, %v", x, err)
+	}
+	var e struct{}
+	if err := codec.Decode(b[ends[0]:ends[1]], nil, &e); err != nil {
+		t.Fatal(err)
+	}
+	if ends[2] != ends[1] {
+		t.Fatal("a raw slice wrote to the buffer")
+	}
+	var s string
+	if err := codec.Decode(b[ends[2]:ends[3]], nil, &s); err != nil || s != "s" {
+		t.Fatalf("string: %q, %v", s, err)
+	}
+	var n int
+	if err := codec.Decode(b[ends[4]:ends[5]], nil, &n); err != nil || n != 7 {
+		t.Fatalf("int: %d, %v", n, err)
+	}
+}
