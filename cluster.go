@@ -655,9 +655,18 @@ func (c *Cluster) serveConn(nc net.Conn, pid int) *wire.Conn {
 		c.connClosed(st, conn, err)
 	})
 	c.mu.Lock()
-	c.conns[conn] = st
+	closed := c.closed
+	if !closed {
+		c.conns[conn] = st
+	}
 	c.mu.Unlock()
 	close(ready)
+	if closed {
+		// shutdown has taken its list of connections to close: this one, made meanwhile,
+		// would serve requests whose contexts nothing ends (they are cancelled through
+		// their connection's closing).
+		conn.Close()
+	}
 	return conn
 }
 
@@ -863,10 +872,22 @@ func (c *Cluster) workerGone(pid int, cause error) {
 		if hbLost != nil {
 			cause = hbLost
 		}
-		if p.proc != nil {
-			killAndReap(p.proc)
+		lost := func() {
+			if p.proc != nil {
+				killAndReap(p.proc)
+			}
+			c.publishExit(p, Event{Kind: Exited, Pid: pid, Reason: ExitLost, Cause: &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("%w: %v", ErrConnectionLost, cause)}})
 		}
-		c.publishExit(p, Event{Kind: Exited, Pid: pid, Reason: ExitLost, Cause: &ProcessExitedError{Pid: pid, Cause: fmt.Errorf("%w: %v", ErrConnectionLost, cause)}})
+		// Reaping may take a while: not on the goroutine that found the loss (the heartbeat
+		// monitor of every worker, or a connection's reader).
+		if !c.bg.add() {
+			lost() // closing: nothing else to keep going
+			return
+		}
+		go func() {
+			defer c.bg.done()
+			lost()
+		}()
 		return
 	}
 	report := func(wait bool) {

@@ -94,12 +94,15 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 		go func() {
 			defer wg.Done()
 			pid, err := c.join(ctx, p)
+			if err != nil {
+				// Not under mu: the other launches need not wait for this one to be reaped.
+				killAndReap(p)
+				p.SetPid(0)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				errs = append(errs, err)
-				killAndReap(p)
-				p.SetPid(0)
 				c.publish(Event{Kind: Exited, Reason: ExitNotStarted, Cause: err, Count: 1})
 				return
 			}

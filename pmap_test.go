@@ -696,6 +696,26 @@ func TestWorkerPoolFollowsMembership(t *testing.T) {
 	}
 }
 
+// The default pool whose last worker has gone takes in the driver, as Workers does, as soon as
+// the worker has left Procs, not only once its Exited event comes.
+func TestDefaultPoolLastWorkerGone(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, _ := disttest.Start(t, 1)
+	p := c.DefaultPool()
+	disttest.Kill(t, c, 2)
+	if err := disttest.WaitGone(c, 2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := p.Take(ctx)
+	if err != nil || pid != 1 {
+		t.Fatalf("Take on the default pool after its last worker went: %d, %v", pid, err)
+	}
+	p.Put(pid)
+	if got := p.Workers(); !slices.Equal(got, []int{1}) {
+		t.Fatalf("default pool %v, want [1]", got)
+	}
+}
+
 func TestRemote(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
 	c, _ := disttest.Start(t, 2)

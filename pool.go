@@ -63,10 +63,7 @@ func (p *WorkerPool) follow(joins bool) {
 func (p *WorkerPool) onEvent(e Event) {
 	switch e.Kind {
 	case Exited:
-		p.Remove(e.Pid)
-		if p.followsC && p.Len() == 0 {
-			p.addUnchecked(p.c.MyID()) // as Workers(): alone, this process does the work
-		}
+		p.drop(e.Pid)
 	case Joined:
 		if p.followsC && e.Pid != 1 {
 			p.addUnchecked(e.Pid)
@@ -92,7 +89,7 @@ func (p *WorkerPool) Take(ctx context.Context) (int, error) {
 			if p.gone(pid) {
 				// It left the cluster and its Exited event is still on the way: drop it now
 				// rather than hand out a worker every call to will fail on.
-				p.Remove(pid)
+				p.drop(pid)
 				continue
 			}
 			return pid, nil
@@ -117,7 +114,7 @@ func (p *WorkerPool) Take(ctx context.Context) (int, error) {
 // a live member of the cluster is dropped.
 func (p *WorkerPool) Put(pid int) {
 	if p.gone(pid) {
-		p.Remove(pid)
+		p.drop(pid)
 		return
 	}
 	p.mu.Lock()
@@ -140,6 +137,15 @@ func (p *WorkerPool) Add(pids ...int) {
 			}
 		}
 		p.addUnchecked(pid)
+	}
+}
+
+// drop removes a member that left the cluster. The default pool that is left empty takes in
+// this process instead, as Workers() does: alone, it does the work.
+func (p *WorkerPool) drop(pid int) {
+	p.Remove(pid)
+	if p.followsC && p.Len() == 0 {
+		p.addUnchecked(p.c.MyID())
 	}
 }
 

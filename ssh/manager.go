@@ -71,7 +71,9 @@ type Options struct {
 	MaxParallel int
 	// Dir is the workers' working directory on every host; empty: the login directory.
 	Dir string
-	// Env is added to the workers' environment on every host, as "NAME=value" entries.
+	// Env is added to the workers' environment on every host, as "NAME=value" entries. The
+	// workers also get dist.WorkerEnv's additions: a GODEBUG of the host's own is replaced by
+	// madvdontneed=0 unless Env sets GODEBUG (which is then kept, extended).
 	Env []string
 	// Exe is the path of the worker executable on the hosts; empty: the driver's own path
 	// (os.Executable()).

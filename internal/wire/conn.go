@@ -268,7 +268,7 @@ const serverQuiet = 100 * time.Millisecond
 // setFree gives up the reading role held by the calling goroutine and reports whether it did.
 // It keeps it (false) when replies are awaited by others, who need a reader.
 func (c *Conn) setFree() bool {
-	now := mon.clock()
+	now := mon.freshClock()
 	if now-c.lastRequest.Load() < int64(serverQuiet) {
 		// This end serves requests on this connection: a free connection would leave them
 		// waiting for the monitor.
@@ -303,12 +303,14 @@ func (c *Conn) startReader() {
 
 // handleInline runs the handler here and reports whether reading was handed over meanwhile.
 func (c *Conn) handleInline(f *Frame, r *bufio.Reader) bool {
-	mon.active()
 	run := &f.inline
-	*run = inlineRun{start: mon.clock(), c: c, r: r}
+	*run = inlineRun{start: mon.freshClock(), c: c, r: r}
 	c.lastRequest.Store(run.start)
 	f.run = run
+	// Published before the monitor is told: it announces sleeping and then looks for inline
+	// runs, so one of the two sides sees the other's store (see monitor.loop).
 	c.inline.Store(run)
+	mon.active()
 	c.handler(c, f)
 	// Only our own record: after a takeover, the new reader may be running a handler of its own.
 	c.inline.CompareAndSwap(run, nil)
@@ -365,6 +367,7 @@ func (m *monitor) add(c *Conn) {
 	if !m.running {
 		m.running = true
 		m.sleeping.Store(false)
+		m.now.Store(time.Now().UnixNano()) // not the time it last stopped, or zero
 		go m.loop()
 	}
 }
@@ -386,8 +389,14 @@ func (m *monitor) active() {
 	m.lastUse.Store(m.now.Load())
 }
 
-// clock returns the monitor's coarse time: at most a tick behind while it runs.
-func (m *monitor) clock() int64 { return m.now.Load() }
+// freshClock returns the monitor's coarse time, at most a tick behind while the monitor
+// runs; while it sleeps, its clock stopped with it, and the time is read anew.
+func (m *monitor) freshClock() int64 {
+	if m.sleeping.Load() {
+		m.now.Store(time.Now().UnixNano())
+	}
+	return m.now.Load()
+}
 
 func (m *monitor) anyInline() bool {
 	m.mu.Lock()

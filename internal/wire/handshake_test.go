@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -284,7 +285,7 @@ func TestHandshakeWrongVersion(t *testing.T) {
 		if !errors.Is(err, wire.ErrHandshake) || errors.Is(err, wire.ErrCookie) {
 			t.Fatalf("Accept from a dialer of version %d: got %v", other, err)
 		}
-		if !strings.Contains(err.Error(), "protocol version 2") || !strings.Contains(err.Error(), "speaks 1") {
+		if !strings.Contains(err.Error(), fmt.Sprintf("protocol version %d", other)) || !strings.Contains(err.Error(), fmt.Sprintf("speaks %d", wire.Version)) {
 			t.Fatalf("error %q does not name both versions", err)
 		}
 		a.Close()
@@ -299,7 +300,7 @@ func TestHandshakeWrongVersion(t *testing.T) {
 		if !errors.Is(err, wire.ErrHandshake) || errors.Is(err, wire.ErrCookie) {
 			t.Fatalf("Dial to an acceptor of version %d: got %v", other, err)
 		}
-		if !strings.Contains(err.Error(), "protocol version 2") || !strings.Contains(err.Error(), "speaks 1") {
+		if !strings.Contains(err.Error(), fmt.Sprintf("protocol version %d", other)) || !strings.Contains(err.Error(), fmt.Sprintf("speaks %d", wire.Version)) {
 			t.Fatalf("error %q does not name both versions", err)
 		}
 		b.Close()
