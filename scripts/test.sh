@@ -36,11 +36,26 @@ echo "== go test -race (core)"
 go test -count=1 -race -short -timeout 10m ./internal/... ./shm ./script .
 
 echo "== fuzz targets (5s each beyond the kept corpus)"
+fuzzlog=$(mktemp)
 for pkg in . ./internal/wire ./internal/codec ./script; do
   for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime 5s "$pkg" >/dev/null
+    # A failing input the fuzzer found fails at once. A run that failed without one (the
+    # fuzzing engine losing a worker process on a loaded machine) is tried once more.
+    ok=0
+    for attempt in 1 2; do
+      if go test -run '^$' -fuzz "^${target}\$" -fuzztime 5s "$pkg" >"$fuzzlog" 2>&1; then
+        ok=1; break
+      fi
+      if grep -q "Failing input written to" "$fuzzlog"; then break; fi
+      echo "fuzz $pkg $target: attempt $attempt failed without a failing input:"
+      tail -n 5 "$fuzzlog"
+    done
+    if [ "$ok" != 1 ]; then
+      cat "$fuzzlog"; rm -f "$fuzzlog"; exit 1
+    fi
     echo "fuzz $pkg $target: ok"
   done
 done
+rm -f "$fuzzlog"
 # The closing line CI reads: packages whose tests passed (any failure stopped the script).
 echo "packages: ${passed} passed, 0 failed"
