@@ -39,34 +39,8 @@ start=$(date +%s.%N)
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 
 # --- packages -------------------------------------------------------------------------------
-want=(openssh-server openssh-client iproute2 util-linux procps)
-have=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${want[@]}" 2>/dev/null | awk '$2 == "installed" {print $1}')
-need=()
-for p in "${want[@]}"; do
-    grep -qx "$p" <<<"$have" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    say "installing ${need[*]}"
-    # The image's maintainer scripts would start a system-wide sshd; a policy-rc.d that
-    # refuses every service start prevents it (unless the image already has one).
-    own_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        own_policy=1
-    fi
-    apt_run() {
-        DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 update >/dev/null &&
-            DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 \
-                install --no-install-recommends "${need[@]}" >/dev/null
-    }
-    rc=0
-    # One retry: a mirror hiccup or a lock released mid-way should not fail a CI run.
-    apt_run || { say "apt-get failed; retrying in 5 s"; sleep 5; apt_run; } || rc=$?
-    [ $own_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-    [ $rc = 0 ] || fail "apt-get install ${need[*]} failed ($rc)"
-    say "installed in $(since "$start") s"
-fi
+. "$(dirname "$0")/apt.sh"
+apt_install openssh-server openssh-client iproute2 util-linux procps || fail "apt-get install of the hosts' packages"
 
 # running PIDFILE WORD: the pid in PIDFILE is a live process whose command line has WORD.
 running() {

@@ -22,28 +22,8 @@ fail() { say "FAILED: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || fail "must run as root (it installs packages)"
 start=$(date +%s.%N)
 
-missing() {
-    local p
-    for p in "$@"; do
-        dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || echo "$p"
-    done
-}
-# apt_get ARGS... with the dpkg lock waited for, tried twice (mirrors and locks flake).
-apt_get() {
-    local i
-    for i in 1 2; do
-        DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 "$@" >/dev/null && return 0
-        say "apt-get $1 failed (try $i)"
-        sleep 3
-    done
-    return 1
-}
-need=$(missing openmpi-bin | tr '\n' ' ')
-if [ -n "${need// /}" ]; then
-    say "installing $need"
-    # shellcheck disable=SC2086
-    { apt_get update && apt_get install --no-install-recommends $need; } || fail "apt-get install $need"
-fi
+. "$(dirname "$0")/apt.sh"
+apt_install openmpi-bin || fail "apt-get install openmpi-bin"
 command -v mpirun >/dev/null || fail "mpirun not found after installing openmpi-bin"
 
 mkdir -p "$DIR"

@@ -14,26 +14,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 say() { printf 'setup: %s\n' "$*"; }
-# apt_get ARGS...: waits for the dpkg lock and tries again once, since a fresh machine's
-# first install can fail on package lists that were cleaned away.
-apt_get() {
-  local i
-  for i in 1 2 3; do
-    DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 "$@" >/dev/null && return 0
-    say "apt-get $1 failed (try $i); updating package lists"
-    DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 update >/dev/null || true
-    sleep 2
-  done
-  return 1
-}
+. scripts/apt.sh
 
-# Each component's script installs its own packages (and keeps services from starting);
-# tmux, for the REPL tests, is installed here.
-if ! command -v tmux >/dev/null; then
-  say "installing tmux"
-  apt_get update || true
-  apt_get install --no-install-recommends tmux
-fi
+# Each component's script installs its own packages; tmux, for the REPL tests, is
+# installed here.
+apt_install tmux
 
 t0=$(date +%s)
 scripts/hosts.sh

@@ -57,45 +57,8 @@ fail() { say "FAILED: $*"; exit 1; }
 start=$(date +%s.%N)
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 
-# missing PKG... prints those of the packages that are not installed
-missing() {
-    local p
-    for p in "$@"; do
-        dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || echo "$p"
-    done
-}
-
-# apt_get ARGS... with the dpkg lock waited for, tried twice (mirrors and locks flake).
-apt_get() {
-    local i
-    for i in 1 2; do
-        DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 "$@" >/dev/null && return 0
-        say "apt-get $1 failed (try $i)"
-        sleep 3
-    done
-    return 1
-}
-
-install_packages() {
-    local need
-    need=$(missing "$@" | tr '\n' ' ')
-    [ -n "${need// /}" ] || return 0
-    say "installing $need"
-    # Debian would start the packages' own services; a policy-rc.d that says no keeps the
-    # machine to the daemons this script starts. An existing one is left as it is.
-    local policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        policy=1
-    fi
-    local ok=1
-    # shellcheck disable=SC2086
-    { apt_get update && apt_get install --no-install-recommends $need; } || ok=0
-    [ $policy = 0 ] || rm -f /usr/sbin/policy-rc.d
-    [ $ok = 1 ] || fail "apt-get install $need"
-}
-install_packages slurm-wlm munge procps iproute2 util-linux
+. "$(dirname "$0")/apt.sh"
+apt_install slurm-wlm munge procps iproute2 util-linux || fail "apt-get install of Slurm's packages"
 
 # The nodes: this machine, or the test hosts with their addresses and sshd (whose namespaces
 # each slurmd enters).
