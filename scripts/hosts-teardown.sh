@@ -14,31 +14,7 @@ BR=${GODIST_BRIDGE:-gdbr0}
 
 say() { printf '[hosts-teardown] %s\n' "$*" >&2; }
 
-# PID 1 here does not reap promptly, so a killed process may linger as a zombie: that counts
-# as stopped.
-alive() {
-    local st
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
-tree() { # the descendants of pid $1
-    local c
-    for c in $(ps -o pid= --ppid "$1" 2>/dev/null || true); do echo "$c"; tree "$c"; done
-}
-stop() { # SIGTERM, up to 5 s of grace, then SIGKILL
-    local p left
-    [ $# -gt 0 ] || return 0
-    kill -TERM "$@" 2>/dev/null || true
-    for _ in $(seq 50); do
-        left=""
-        for p in "$@"; do alive "$p" && left="$left $p"; done
-        [ -z "$left" ] && return 0
-        sleep 0.1
-    done
-    say "SIGKILL$left"
-    # shellcheck disable=SC2086
-    kill -KILL $left 2>/dev/null || true
-}
+. "$(dirname "$0")/proc.sh"
 
 stopped=0
 for h in $HOSTS; do
@@ -48,7 +24,7 @@ for h in $HOSTS; do
         pid=$(cat "$d/sshd.pid")
         if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$d/sshd_config"; then
             # shellcheck disable=SC2046
-            stop "$pid" $(tree "$pid")
+            stop "$pid" $(descendants "$pid")
             stopped=1
         fi
     fi

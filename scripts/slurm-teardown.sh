@@ -21,34 +21,7 @@ NODES=$(sed -n 's/^NodeName=\([^ ]*\).*/\1/p' "$CONF" 2>/dev/null || true)
 
 say() { printf 'slurm-teardown.sh %s: %s\n' "$MODE" "$*" >&2; }
 
-# PID 1 here reaps slowly: a killed process may stay a zombie for a while, which counts as gone.
-alive() {
-    local st
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
-children() {
-    local c
-    for c in $(ps -o pid= --ppid "$1" 2>/dev/null || true); do
-        echo "$c"
-        children "$c"
-    done
-}
-# stop PID...: SIGTERM, up to 10 s, then SIGKILL.
-stop() {
-    local p left
-    [ $# -gt 0 ] || return 0
-    kill -TERM "$@" 2>/dev/null || true
-    for _ in $(seq 100); do
-        left=""
-        for p in "$@"; do alive "$p" && left="$left $p"; done
-        [ -z "$left" ] && return 0
-        sleep 0.1
-    done
-    say "SIGKILL to$left"
-    # shellcheck disable=SC2086
-    kill -KILL $left 2>/dev/null || true
-}
+. "$(dirname "$0")/proc.sh"
 # ours PIDFILE WORD: the PID, if the file names a live process of this cluster.
 ours() {
     local pid
@@ -88,7 +61,7 @@ if [ -n "${slurmd// /}" ]; then
 fi
 if [ -n "$ctld" ]; then
     # shellcheck disable=SC2046
-    set -- "$ctld" $(children "$ctld")
+    set -- "$ctld" $(descendants "$ctld")
     say "stopping slurmctld $*"
     stop "$@"
 fi
