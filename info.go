@@ -33,16 +33,34 @@ type Stats struct {
 	Pid        int // this process
 	Refs       int // values (futures' results, channels) this process keeps for references
 	Conns      int // open connections
+	ShmOut     int // of which send large numeric slices through shared memory (see below)
+	ShmIn      int // of which receive them that way
 	Goroutines int
 	HeapAlloc  uint64 // bytes of live heap, as of the call (no GC is forced)
 }
 
 // Stats returns this process's counters.
+//
+// Between two processes of one host, a numeric slice of 1 MiB or more crosses through a
+// shared-memory ring rather than the socket, once the connection has set one up: the first
+// such slice in each direction still goes through the socket and offers the ring. ShmOut and
+// ShmIn count the connections where that is done; a peer that cannot map the ring (another
+// user, restricted /proc) leaves the socket in use.
 func (c *Cluster) Stats() Stats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
+	s := Stats{Pid: c.MyID(), Refs: c.refs.Len(), Goroutines: runtime.NumGoroutine(), HeapAlloc: ms.HeapAlloc}
 	c.mu.Lock()
-	conns := len(c.conns)
+	s.Conns = len(c.conns)
+	for cn := range c.conns {
+		out, in := cn.Rings()
+		if out {
+			s.ShmOut++
+		}
+		if in {
+			s.ShmIn++
+		}
+	}
 	c.mu.Unlock()
-	return Stats{Pid: c.MyID(), Refs: c.refs.Len(), Conns: conns, Goroutines: runtime.NumGoroutine(), HeapAlloc: ms.HeapAlloc}
+	return s
 }

@@ -91,6 +91,19 @@ type Conn struct {
 	done        chan struct{}
 
 	w writer
+
+	rings    ringState
+	abortOut func() error // asked by a transfer into the ring that must wait (see ring.put)
+	abortIn  func() error // asked by a transfer out of the peer's ring that must wait
+}
+
+// ringState is a connection's use of shared-memory rings (see ring.go).
+type ringState struct {
+	offered atomic.Bool           // this side has offered its ring, or found it cannot: never again
+	out     atomic.Pointer[ring]  // this side's ring, from its offer to the connection's end
+	outOK   atomic.Bool           // the peer accepted out: large raw parts go through it
+	in      atomic.Pointer[ring]  // the peer's ring, once accepted
+	refusal atomic.Pointer[error] // why this side refused the peer's ring, if it did
 }
 
 // socketBuffer is the kernel buffer size asked for on each side of a connection.
@@ -122,6 +135,8 @@ func NewConn(nc net.Conn, lim Limits, h Handler, onClose func(error)) *Conn {
 		b.SetWriteBuffer(socketBuffer)
 	}
 	c.w.init(nc)
+	c.abortOut = func() error { return c.ringAbort() }
+	c.abortIn = func() error { return c.ringAbort() }
 	mon.add(c)
 	go c.readLoop()
 	go c.flushLoop()
@@ -161,6 +176,7 @@ func (c *Conn) shutdown(err error) {
 	c.w.fail(err)
 	mon.remove(c)
 	close(c.done)
+	c.closeRings()
 	for _, r := range pending {
 		r.Reply(nil, err)
 	}
@@ -208,12 +224,16 @@ func (c *Conn) read(r *bufio.Reader, first *Frame) {
 				c.w.uncork()
 			}
 			var err error
-			if f, err = ReadFrame(r, c.lim); err != nil {
+			if f, err = readFrame(r, c.lim, c); err != nil {
 				c.readFailed(err)
 				return
 			}
 		}
 		switch f.Kind {
+		case KindRing:
+			c.acceptRing(f)
+		case KindRingAck:
+			c.ringAnswered(f)
 		case KindReply, KindError:
 			// Looked at before delivering: the caller woken may be gone at once.
 			callerWaits := c.leadWanted.Load() > 0
@@ -615,7 +635,7 @@ func (c *Conn) leaderRead() (*Frame, error) {
 		c.lead.deadlineSet = false
 	}
 	c.lead.mu.Unlock()
-	f, err := ReadFrame(c.br, c.lim)
+	f, err := readFrame(c.br, c.lim, c)
 	c.lead.mu.Lock()
 	c.lead.midFrame = false
 	c.lead.mu.Unlock()
@@ -709,9 +729,18 @@ func (c *Conn) Send(kind Kind, id uint64, m Msg) error {
 		return fmt.Errorf("%w: message of %d+%d bytes exceeds the limits (%d, %d)", ErrFrame, len(m.CBOR), len(m.Raw), c.lim.MaxCBOR, c.lim.MaxRaw)
 	}
 	if (m.RawKind == RawNone) != (len(m.Raw) == 0) && !(m.RawKind != RawNone && m.Raw != nil) ||
-		m.RawKind >= rawMax || (m.RawKind != RawNone && len(m.Raw)%m.RawKind.Size() != 0) || kind == 0 || kind > kindMax {
+		m.RawKind >= rawMax || (m.RawKind != RawNone && len(m.Raw)%m.RawKind.Size() != 0) || kind == 0 || kind > KindCancel ||
+		m.Flags&FlagRing != 0 {
 		// The peer would reject such a frame and close the whole connection: refuse it here.
 		return fmt.Errorf("%w: refusing to send an invalid %v frame (raw kind %d, %d raw bytes)", ErrFrame, kind, m.RawKind, len(m.Raw))
+	}
+	if len(m.Raw) >= ringMin {
+		if c.rings.outOK.Load() {
+			var hb [HeaderSize]byte
+			PutHeader(hb[:], Header{CBORLen: uint32(len(m.CBOR)), RawLen: uint64(len(m.Raw)), Kind: kind, Raw: m.RawKind, Flags: m.Flags | FlagRing, ID: id})
+			return c.w.writeRing(hb[:], m.CBOR, m.Raw, c.rings.out.Load(), c.abortOut)
+		}
+		c.offerRing()
 	}
 	var hb [HeaderSize]byte
 	PutHeader(hb[:], Header{CBORLen: uint32(len(m.CBOR)), RawLen: uint64(len(m.Raw)), Kind: kind, Raw: m.RawKind, Flags: m.Flags, ID: id})
@@ -843,45 +872,95 @@ func (w *writer) write(hdr, cbor, raw []byte, mode int) error {
 	return w.flushLocked()
 }
 
+// writeRing writes a frame whose raw part goes through ring r: the header and CBOR part on
+// the stream, after everything queued before them, then the raw part into the ring. Nothing
+// else is written to the stream in between: the receiver reads the stream no further until it
+// has the raw part, so a write there could wait for good while the ring waits for the reader.
+func (w *writer) writeRing(hdr, cbor, raw []byte, r *ring, abort func() error) error {
+	w.mu.Lock()
+	for w.err == nil && w.flushing {
+		w.cond.Wait()
+	}
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	if w.tail == nil {
+		w.tail = w.spare[:0]
+		w.spare = nil
+	}
+	w.tail = append(w.tail, hdr...)
+	w.tail = append(w.tail, cbor...)
+	w.flushing = true
+	w.flushBatch()
+	if w.err == nil {
+		w.mu.Unlock()
+		err := errRingClosed
+		if r != nil {
+			err = r.put(raw, abort)
+		}
+		w.mu.Lock()
+		if err != nil && w.err == nil {
+			// The stream has the header of a frame whose raw part will never come: it is lost.
+			w.err = fmt.Errorf("%w: raw part through shared memory: %w", ErrClosed, err)
+			w.cond.Broadcast()
+		}
+	}
+	return w.flushRest()
+}
+
 // flushLocked writes everything queued, including what others queue meanwhile. It is called
 // with w.mu held and returns with it released.
 func (w *writer) flushLocked() error {
 	w.flushing = true
+	return w.flushRest()
+}
+
+// flushRest is flushLocked for the goroutine that is already the flusher.
+func (w *writer) flushRest() error {
 	for w.err == nil && (len(w.bufs) > 0 || len(w.tail) > 0) {
-		bufs := w.bufs
-		if len(bufs) > 0 && len(w.tail) > 0 {
-			bufs = append(bufs, w.tail)
-		}
-		owned := w.tail
-		w.bufs, w.tail, w.queued = nil, nil, 0
-		w.seq++
-		w.mu.Unlock()
-		var err error
-		if len(bufs) == 0 {
-			// The common case, small frames gathered in the owned buffer: writing it
-			// through net.Buffers would cost two allocations per write.
-			_, err = w.nc.Write(owned)
-		} else {
-			// A copy, so that only this path pays for WriteTo's pointer receiver: taking
-			// bufs' address moved it to the heap on every flush, the common case included.
-			nb := bufs
-			_, err = nb.WriteTo(w.nc)
-		}
-		w.mu.Lock()
-		w.flushed++
-		if err != nil && w.err == nil {
-			w.err = fmt.Errorf("%w: write: %w", ErrClosed, err)
-		}
-		if cap(owned) <= 1<<20 {
-			w.spare = owned[:0]
-		}
-		w.cond.Broadcast()
+		w.flushBatch()
 	}
 	w.flushing = false
+	w.cond.Broadcast() // for a writeRing waiting to be the flusher
 	err := w.err
 	w.mu.Unlock()
 	if err != nil {
 		w.nc.Close() // wake the reader so that the connection shuts down
 	}
 	return err
+}
+
+// flushBatch writes what is queued as one batch. It is called by the flusher with w.mu held,
+// which it releases during the write.
+func (w *writer) flushBatch() {
+	bufs := w.bufs
+	if len(bufs) > 0 && len(w.tail) > 0 {
+		bufs = append(bufs, w.tail)
+	}
+	owned := w.tail
+	w.bufs, w.tail, w.queued = nil, nil, 0
+	w.seq++
+	w.mu.Unlock()
+	var err error
+	if len(bufs) == 0 {
+		// The common case, small frames gathered in the owned buffer: writing it
+		// through net.Buffers would cost two allocations per write.
+		_, err = w.nc.Write(owned)
+	} else {
+		// A copy, so that only this path pays for WriteTo's pointer receiver: taking
+		// bufs' address moved it to the heap on every flush, the common case included.
+		nb := bufs
+		_, err = nb.WriteTo(w.nc)
+	}
+	w.mu.Lock()
+	w.flushed++
+	if err != nil && w.err == nil {
+		w.err = fmt.Errorf("%w: write: %w", ErrClosed, err)
+	}
+	if cap(owned) <= 1<<20 {
+		w.spare = owned[:0]
+	}
+	w.cond.Broadcast()
 }

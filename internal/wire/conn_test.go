@@ -159,13 +159,13 @@ func testEchoConcurrent(t *testing.T, handler wire.Handler) {
 					raw = []uint16{}
 				}
 				m := rawMsg(fmt.Sprintf("call %d", i), raw)
-				m.Flags = uint16(i)
+				m.Flags = uint16(i << 1) // bit 0 is FlagRing, set by the connection only
 				f, err := a.Call(ctx, m)
 				if err != nil {
 					errs <- fmt.Errorf("call %d: %w", i, err)
 					return
 				}
-				if f.Kind != wire.KindReply || string(f.CBOR) != fmt.Sprintf("call %d", i) || f.Flags != uint16(i) {
+				if f.Kind != wire.KindReply || string(f.CBOR) != fmt.Sprintf("call %d", i) || f.Flags != uint16(i<<1) {
 					errs <- fmt.Errorf("call %d got reply %s %q flags %d", i, f.Kind, f.CBOR, f.Flags)
 					return
 				}
@@ -597,6 +597,7 @@ var badInputs = []struct {
 	{"all ones", bytes.Repeat([]byte{0xff}, wire.HeaderSize), false, nil, "unknown kind 255"},
 	{"over the limit", encodeHeader(wire.Header{Kind: wire.KindRequest, CBORLen: 1 << 20}), false, nil, "exceeds the limit"},
 	{"bad raw kind", encodeHeader(wire.Header{Kind: wire.KindReply, Raw: 99, RawLen: 8}), false, nil, "unknown raw element kind 99"},
+	{"ring never set up", encodeHeader(wire.Header{Kind: wire.KindRequest, Raw: wire.RawBytes, RawLen: 8, Flags: wire.FlagRing}), false, nil, "never set up"},
 	{"truncated", append(encodeHeader(wire.Header{Kind: wire.KindRequest, CBORLen: 100}), "only part of it"...), true, []error{io.ErrUnexpectedEOF}, "truncated"},
 }
 

@@ -27,7 +27,8 @@ const (
 	KindReply   Kind = 3 // the successful result of the request with the same id
 	KindError   Kind = 4 // the failure of the request with the same id; CBOR part is an error record
 	KindCancel  Kind = 5 // the caller gave up on the request with the same id
-	kindMax     Kind = 5
+	// Kinds 6 and 7 (KindRing, KindRingAck) belong to the connection itself: see ring.go.
+	kindMax Kind = 7
 )
 
 func (k Kind) String() string {
@@ -42,6 +43,10 @@ func (k Kind) String() string {
 		return "error"
 	case KindCancel:
 		return "cancel"
+	case KindRing:
+		return "ring"
+	case KindRingAck:
+		return "ring-ack"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -148,6 +153,8 @@ func ParseHeader(b []byte, lim Limits) (Header, error) {
 		return h, fmt.Errorf("%w: raw part of %d bytes exceeds the limit of %d", ErrFrame, h.RawLen, lim.MaxRaw)
 	case h.Raw == RawNone && h.RawLen != 0:
 		return h, fmt.Errorf("%w: raw part of %d bytes without an element kind", ErrFrame, h.RawLen)
+	case h.Flags&FlagRing != 0 && h.RawLen == 0:
+		return h, fmt.Errorf("%w: shared-memory flag on a frame without a raw part", ErrFrame)
 	case h.Raw != RawNone && h.RawLen%uint64(h.Raw.Size()) != 0:
 		return h, fmt.Errorf("%w: raw part of %d bytes is not a whole number of %d-byte elements", ErrFrame, h.RawLen, h.Raw.Size())
 	}
@@ -157,6 +164,16 @@ func ParseHeader(b []byte, lim Limits) (Header, error) {
 // ReadFrame reads one whole frame. A truncated frame is an error wrapping io.ErrUnexpectedEOF;
 // a clean end of stream before a header is io.EOF.
 func ReadFrame(r io.Reader, lim Limits) (*Frame, error) {
+	return readFrame(r, lim, nil)
+}
+
+// rawSource supplies the raw parts that do not come through the stream (FlagRing).
+type rawSource interface {
+	ringRaw(dst []byte) error
+}
+
+// readFrame is ReadFrame on a connection whose raw parts may also come from src.
+func readFrame(r io.Reader, lim Limits, src rawSource) (*Frame, error) {
 	// Most frames (calls, replies of small values) take one allocation: the frame, whose
 	// buffer first receives the header (a header array of its own would escape to the heap
 	// through the io.Reader) and then the CBOR.
@@ -187,8 +204,16 @@ func ReadFrame(r io.Reader, lim Limits) (*Frame, error) {
 		f.CBOR = nil
 	}
 	if h.Raw != RawNone {
+		if h.Flags&FlagRing != 0 && src == nil {
+			return nil, fmt.Errorf("%w: raw part announced through shared memory, where there is none", ErrFrame)
+		}
 		raw, bytes := MakeRaw(h.Raw, int(h.RawLen)/h.Raw.Size())
-		if _, err := io.ReadFull(r, bytes); err != nil {
+		if h.Flags&FlagRing != 0 {
+			if err := src.ringRaw(bytes); err != nil {
+				return nil, err
+			}
+			f.Flags &^= FlagRing // how the bytes came is the connection's business
+		} else if _, err := io.ReadFull(r, bytes); err != nil {
 			return nil, truncated(err)
 		}
 		f.Raw = raw

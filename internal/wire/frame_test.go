@@ -36,7 +36,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 				CBORLen: 1 << 20, // exactly at the limit is allowed
 				Kind:    k,
 				Raw:     rk,
-				Flags:   0xBEEF,
+				Flags:   0xBEEE, // every bit but FlagRing, which needs a raw part
 				ID:      0x0102030405060708,
 			}
 			if rk != wire.RawNone {
@@ -87,7 +87,8 @@ func TestParseHeaderRejects(t *testing.T) {
 		{"short buffer", encodeHeader(valid)[:wire.HeaderSize-1], "header is 23 bytes"},
 		{"empty buffer", nil, "header is 0 bytes"},
 		{"kind 0", mutate(valid, func(h *wire.Header) { h.Kind = 0 }), "unknown kind 0"},
-		{"kind 6", mutate(valid, func(h *wire.Header) { h.Kind = 6 }), "unknown kind 6"},
+		{"kind 8", mutate(valid, func(h *wire.Header) { h.Kind = 8 }), "unknown kind 8"},
+		{"ring flag without raw part", mutate(valid, func(h *wire.Header) { h.Flags, h.Raw, h.RawLen = wire.FlagRing, wire.RawNone, 0 }), "without a raw part"},
 		{"kind 255", mutate(valid, func(h *wire.Header) { h.Kind = 255 }), "unknown kind 255"},
 		{"raw kind 11", mutate(valid, func(h *wire.Header) { h.Raw = 11 }), "unknown raw element kind 11"},
 		{"raw kind 255", mutate(valid, func(h *wire.Header) { h.Raw = 255 }), "unknown raw element kind 255"},
@@ -141,7 +142,7 @@ func TestReadFrame(t *testing.T) {
 	_, raw, _ := wire.RawOf(s)
 	cbor := []byte{0x63, 'a', 'b', 'c'}
 	var stream []byte
-	stream = append(stream, frameBytes(wire.Header{Kind: wire.KindRequest, Raw: wire.RawFloat64, ID: 1, Flags: 3}, cbor, raw)...)
+	stream = append(stream, frameBytes(wire.Header{Kind: wire.KindRequest, Raw: wire.RawFloat64, ID: 1, Flags: 6}, cbor, raw)...)
 	stream = append(stream, frameBytes(wire.Header{Kind: wire.KindCancel, ID: 2}, nil, nil)...)
 	stream = append(stream, frameBytes(wire.Header{Kind: wire.KindReply, Raw: wire.RawBytes, ID: 3}, nil, []byte("xyz"))...)
 	stream = append(stream, frameBytes(wire.Header{Kind: wire.KindReply, Raw: wire.RawInt32, ID: 4}, cbor, nil)...)
@@ -151,7 +152,7 @@ func TestReadFrame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Kind != wire.KindRequest || f.ID != 1 || f.Flags != 3 || f.Header.Raw != wire.RawFloat64 || !bytes.Equal(f.CBOR, cbor) {
+	if f.Kind != wire.KindRequest || f.ID != 1 || f.Flags != 6 || f.Header.Raw != wire.RawFloat64 || !bytes.Equal(f.CBOR, cbor) {
 		t.Fatalf("frame 1: %+v", f)
 	}
 	if got, ok := f.Raw.([]float64); !ok || !reflect.DeepEqual(got, s) {
@@ -258,7 +259,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func TestKindString(t *testing.T) {
 	want := map[wire.Kind]string{
 		wire.KindRequest: "request", wire.KindOneWay: "oneway", wire.KindReply: "reply",
-		wire.KindError: "error", wire.KindCancel: "cancel", 0: "kind(0)", 200: "kind(200)",
+		wire.KindError: "error", wire.KindCancel: "cancel", wire.KindRing: "ring", wire.KindRingAck: "ring-ack", 0: "kind(0)", 200: "kind(200)",
 	}
 	for k, s := range want {
 		if k.String() != s {

@@ -14,7 +14,8 @@ import (
 
 // Version is the protocol version. Both ends of a connection must speak the same one.
 // 2: reference releases travel as a raw []int64.
-const Version = 2
+// 3: large raw parts between processes of a host travel through shared memory (ring.go).
+const Version = 3
 
 // magic opens every connection: a stray client (an HTTP probe, a port scanner) fails on it
 // at once instead of being read as a frame header.

@@ -82,3 +82,33 @@ func unixPair(t *testing.T) (a, b net.Conn) {
 	})
 	return a, b
 }
+
+// tcpPair returns the two ends of a TCP connection on loopback. Both are closed when the test
+// ends.
+func tcpPair(t *testing.T) (a, b net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	b, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = <-ch
+	if a == nil {
+		b.Close()
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() {
+		a.Close()
+		b.Close()
+	})
+	return a, b
+}
