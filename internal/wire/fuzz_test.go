@@ -61,6 +61,8 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(frameBytes(wire.Header{Kind: wire.KindRequest, Raw: wire.RawFloat64, ID: 1}, []byte{0x83, 1, 2, 3}, raw)[:30])
 	f.Add(encodeHeader(wire.Header{Kind: wire.KindRequest, CBORLen: 1 << 30}))
 	f.Add(encodeHeader(wire.Header{Kind: wire.KindRequest, Raw: wire.RawBytes, RawLen: 1 << 62}))
+	f.Add(frameBytes(wire.Header{Kind: wire.KindRequest, Raw: wire.RawBytes, Flags: wire.FlagRing, ID: 5}, nil, []byte("12345678")))
+	f.Add(frameBytes(wire.Header{Kind: wire.KindRing, Raw: wire.RawBytes, ID: 6}, nil, make([]byte, 24)))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Add([]byte{1, 2, 3})
 	f.Add([]byte{})

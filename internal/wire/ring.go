@@ -41,7 +41,7 @@ const (
 const (
 	ringMin        = 1 << 20 // raw parts from this size go through the ring
 	ringSlot       = 1 << 20
-	ringSlots      = 4
+	ringSlots      = 8
 	ringHeaderSize = 4096
 	ringMagic      = 0x31676e6972646f67 // "godring1", little-endian
 

@@ -237,3 +237,27 @@ func TestRingSenderDiesMidTransfer(t *testing.T) {
 		t.Fatal("the receiver still waits for a sender that is gone")
 	}
 }
+
+// FuzzParseRingOffer: any bytes either fail with ErrFrame or make an offer within bounds that
+// encodes back to the same bytes.
+func FuzzParseRingOffer(f *testing.F) {
+	f.Add(ringOffer{slot: ringSlot, slots: ringSlots}.encode())
+	f.Add(ringOffer{slot: ringMaxSlot, slots: ringMaxSlots}.encode())
+	f.Add(ringOffer{slot: ringMinSlot + 1, slots: 1}.encode())
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := parseRingOffer(b)
+		if err != nil {
+			if !errors.Is(err, ErrFrame) {
+				t.Fatalf("error %v does not wrap ErrFrame", err)
+			}
+			return
+		}
+		if o.size() > ringHeaderSize+ringMaxSlot*ringMaxSlots || o.slot%4096 != 0 || o.slots < ringMinSlots {
+			t.Fatalf("accepted %+v", o)
+		}
+		if !bytes.Equal(o.encode(), b) {
+			t.Fatalf("%x encodes back as %x", b, o.encode())
+		}
+	})
+}
