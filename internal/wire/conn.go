@@ -99,11 +99,12 @@ type Conn struct {
 
 // ringState is a connection's use of shared-memory rings (see ring.go).
 type ringState struct {
-	offered atomic.Bool           // this side has offered its ring, or found it cannot: never again
-	out     atomic.Pointer[ring]  // this side's ring, from its offer to the connection's end
-	outOK   atomic.Bool           // the peer accepted out: large raw parts go through it
-	in      atomic.Pointer[ring]  // the peer's ring, once accepted
-	refusal atomic.Pointer[error] // why this side refused the peer's ring, if it did
+	offered   atomic.Bool           // this side has offered its ring, or found it cannot: never again
+	out       atomic.Pointer[ring]  // this side's ring, from its offer to the connection's end
+	outOK     atomic.Bool           // the peer accepted out: large raw parts go through it
+	in        atomic.Pointer[ring]  // the peer's ring, once accepted
+	inOffered atomic.Bool           // the peer has offered its ring: later offers are refused
+	refusal   atomic.Pointer[error] // why this side refused the peer's ring, if it did
 }
 
 // socketBuffer is the kernel buffer size asked for on each side of a connection.

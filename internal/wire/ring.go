@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -116,6 +117,7 @@ type ring struct {
 	closed bool // unmapped: transfers fail
 
 	closing atomic.Bool // close has begun
+	idle    *time.Timer // the sender's: releases the slots' memory when unused (see release)
 }
 
 func newRing(mem []byte, o ringOffer, fd int) *ring {
@@ -164,7 +166,36 @@ func (r *ring) put(raw []byte, abort func() error) error {
 		r.hdr.head.Store(head)
 		futexWake(&r.hdr.head)
 	}
+	if r.idle == nil {
+		r.idle = time.AfterFunc(ringIdle, r.release)
+	} else {
+		r.idle.Reset(ringIdle)
+	}
 	return nil
+}
+
+// ringIdle is how long a ring keeps its slots' memory after its last transfer: each ring
+// holds ringSlots MiB of shared memory while in use, which only a release gives back (a
+// cluster of many workers on one host has two rings per pair that moved large slices).
+var ringIdle = time.Second
+
+// release gives the slots' memory back to the system once the receiver has emptied them; the
+// next transfer faults fresh pages in (~2,000 faults, a few milliseconds). The sender's side
+// does this: only it knows that no transfer is under way, and a slot is only read after the
+// sender has written it again.
+func (r *ring) release() {
+	if !r.mu.TryLock() {
+		return // a transfer is under way, and will set the timer again
+	}
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	if r.hdr.head.Load() != r.hdr.tail.Load() {
+		r.idle.Reset(ringIdle) // the receiver is still emptying slots
+		return
+	}
+	releasePages(r.mem[ringHeaderSize:])
 }
 
 // get fills dst from the ring, slot by slot, as put filled it from a raw part of the same length.
@@ -234,6 +265,9 @@ func (r *ring) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closed = true
+	if r.idle != nil {
+		r.idle.Stop()
+	}
 	r.closeFD()
 	unmapRing(r.mem)
 	r.mem, r.hdr = nil, nil
@@ -250,6 +284,7 @@ func (c *Conn) offerRing() {
 	if err != nil {
 		return
 	}
+	fd := uint64(r.fd) // read before r is shared: closeRings may close it at any time after
 	c.rings.out.Store(r)
 	select {
 	case <-c.done: // closeRings may have run before the Store: close it here instead
@@ -261,7 +296,7 @@ func (c *Conn) offerRing() {
 	}
 	raw := o.encode()
 	var hb [HeaderSize]byte
-	PutHeader(hb[:], Header{RawLen: uint64(len(raw)), Kind: KindRing, Raw: RawBytes, ID: uint64(r.fd)})
+	PutHeader(hb[:], Header{RawLen: uint64(len(raw)), Kind: KindRing, Raw: RawBytes, ID: fd})
 	c.w.write(hb[:], nil, raw, writeNow) // an error means the connection is ending: closeRings cleans up
 }
 
@@ -275,19 +310,25 @@ func (c *Conn) acceptRing(f *Frame) {
 	if err == nil {
 		ok = 1
 	}
-	var hb [HeaderSize]byte
-	PutHeader(hb[:], Header{Kind: KindRingAck, ID: ok})
-	c.w.write(hb[:], nil, nil, writeNow)
+	// From a goroutine of its own: the reader must not wait for a writer that may be waiting
+	// for the peer, which may be waiting for this reader (no handler runs here, so the
+	// monitor would not take over).
+	go func() {
+		var hb [HeaderSize]byte
+		PutHeader(hb[:], Header{Kind: KindRingAck, ID: ok})
+		c.w.write(hb[:], nil, nil, writeNow)
+	}()
 }
 
 func (c *Conn) openPeerRing(f *Frame) error {
 	raw, _ := f.Raw.([]byte)
 	o, err := parseRingOffer(raw)
 	switch {
+	case !c.rings.inOffered.CompareAndSwap(false, true):
+		// Each offer costs an open and a mapping: one per connection is all a peer gets.
+		return fmt.Errorf("%w: a second ring offered on one connection", ErrFrame)
 	case err != nil:
 		return err
-	case c.rings.in.Load() != nil:
-		return fmt.Errorf("%w: a second ring offered on one connection", ErrFrame)
 	case !ringsSupported(c.nc):
 		return errors.New("shared-memory rings need a unix socket")
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package wire
 
 import (
@@ -10,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // twoViews returns a new ring and a second mapping-sharing view of it, as the receiving
@@ -79,16 +84,22 @@ func TestRingAbortAndClose(t *testing.T) {
 		return nil
 	}
 	done := make(chan error, 2)
-	go func() { done <- in.get(make([]byte, 3*ringSlot), abort) }()  // nothing will come
-	go func() { done <- out.put(make([]byte, 9*ringSlot), abort) }() // nobody empties past 3 slots
+	// On one ring a writer fills every slot the reader leaves and waits for room that never
+	// comes; on another a reader waits for bytes that never come.
+	go func() { done <- out.put(make([]byte, (ringSlots+4)*ringSlot), abort) }()
+	if err := in.get(make([]byte, 3*ringSlot), abort); err != nil {
+		t.Fatal(err)
+	}
+	_, starved := twoViews(t)
+	go func() { done <- starved.get(make([]byte, 2*ringSlot), abort) }()
 	time.Sleep(50 * time.Millisecond)
 	stop.Store(true)
 	out.wake()
 	for range 2 {
 		select {
 		case err := <-done:
-			if err != nil && !errors.Is(err, ErrClosed) {
-				t.Fatalf("transfer ended with %v", err)
+			if !errors.Is(err, ErrClosed) {
+				t.Fatalf("transfer ended with %v, want abort's error", err)
 			}
 		case <-time.After(2 * time.Second):
 			t.Fatal("a waiting transfer did not give up")
@@ -260,4 +271,134 @@ func FuzzParseRingOffer(f *testing.F) {
 			t.Fatalf("%x encodes back as %x", b, o.encode())
 		}
 	})
+}
+
+// Offers that cannot be taken are refused, each for its reason, and the connection goes on.
+func TestRingBadOffers(t *testing.T) {
+	good := func() (ringOffer, int) {
+		r, o, err := newRingOut()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.close)
+		return o, r.fd
+	}
+	memfd := func(name string, seal bool, size int) int {
+		fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		unix.Ftruncate(fd, int64(size))
+		if seal {
+			unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK)
+		}
+		return fd
+	}
+	o, _ := good()
+	huge := o
+	huge.slot = 1 << 30
+	cases := []struct {
+		name   string
+		fd     uint64
+		raw    []byte
+		reason string
+	}{
+		{"no such descriptor", 1 << 20, o.encode(), "no such file"},
+		{"descriptor out of range", 1 << 40, o.encode(), "out of range"},
+		{"not a memfd", 0, o.encode(), "not a ring's memory"},
+		{"a memfd of another name", uint64(memfd("other", true, o.size())), o.encode(), "not a ring's memory"},
+		{"not sealed", uint64(memfd(ringName, false, o.size())), o.encode(), "not sealed"},
+		{"wrong size", uint64(memfd(ringName, true, o.size()-4096)), o.encode(), "not a ring of"},
+		{"another ring's token", func() uint64 { _, fd := good(); return uint64(fd) }(), o.encode(), "not the ring offered"},
+		{"slots too large", 3, huge.encode(), "slots of"},
+		{"short offer", 3, o.encode()[:20], "ring offer of 20 bytes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			na, peer := unixPairInternal(t)
+			c := NewConn(na, DefaultLimits, func(*Conn, *Frame) {}, nil)
+			defer c.Close()
+			peer.SetDeadline(time.Now().Add(10 * time.Second))
+			writeFrame(t, peer, Header{Kind: KindRing, Raw: RawBytes, ID: tc.fd}, tc.raw)
+			f, err := ReadFrame(peer, DefaultLimits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Kind != KindRingAck || f.ID != 0 {
+				t.Fatalf("answered %v %d, want a refusal", f.Kind, f.ID)
+			}
+			if p := c.rings.refusal.Load(); p == nil || !strings.Contains((*p).Error(), tc.reason) {
+				t.Fatalf("refused for %v, want a reason mentioning %q", p, tc.reason)
+			}
+			select {
+			case <-c.Done():
+				t.Fatalf("connection ended: %v", c.Err())
+			default:
+			}
+			if out, in := c.Rings(); out || in {
+				t.Fatalf("Rings() = %v, %v", out, in)
+			}
+		})
+	}
+	// A good offer after a refused one is refused too: one offer per connection.
+	na, peer := unixPairInternal(t)
+	c := NewConn(na, DefaultLimits, func(*Conn, *Frame) {}, nil)
+	defer c.Close()
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	o2, fd2 := good()
+	for i, id := range []uint64{1 << 20, uint64(fd2)} {
+		writeFrame(t, peer, Header{Kind: KindRing, Raw: RawBytes, ID: id}, o2.encode())
+		if f, err := ReadFrame(peer, DefaultLimits); err != nil || f.Kind != KindRingAck || f.ID != 0 {
+			t.Fatalf("offer %d: answered %+v, %v; want a refusal", i, f, err)
+		}
+	}
+}
+
+// resident counts the pages of mem in memory.
+func resident(t *testing.T, mem []byte) int {
+	t.Helper()
+	vec := make([]byte, (len(mem)+4095)/4096)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// An unused ring gives its slots' memory back, and works as before on the next transfer.
+func TestRingReleasesIdleMemory(t *testing.T) {
+	defer func(d time.Duration) { ringIdle = d }(ringIdle)
+	ringIdle = time.Hour // the timer is brought forward below, once the pages have been seen
+	out, in := twoViews(t)
+	slots := out.mem[ringHeaderSize:]
+	for round := range 2 {
+		src := bytes.Repeat([]byte{byte(round + 1)}, ringSlots*ringSlot)
+		done := make(chan error, 1)
+		go func() { done <- out.put(src, noAbort) }()
+		dst := make([]byte, len(src))
+		if err := in.get(dst, noAbort); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(src, dst) {
+			t.Fatalf("round %d: received bytes differ", round)
+		}
+		if n := resident(t, slots); n != len(slots)/4096 {
+			t.Fatalf("round %d: %d of %d slot pages resident right after a transfer", round, n, len(slots)/4096)
+		}
+		out.mu.Lock()
+		out.idle.Reset(10 * time.Millisecond)
+		out.mu.Unlock()
+		for deadline := time.Now().Add(5 * time.Second); resident(t, slots) > 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d slot pages still resident long after the ring went idle", round, resident(t, slots))
+			}
+		}
+	}
 }

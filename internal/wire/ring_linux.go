@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -12,6 +14,9 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// ringName names rings' memfds, as /proc shows them.
+const ringName = "godist-ring"
 
 // ringPoll bounds each sleep of a transfer waiting for its peer, so that it looks at its
 // connection's state that often even if a wake-up is lost to a dying peer.
@@ -32,7 +37,7 @@ func newRingOut() (*ring, ringOffer, error) {
 	if _, err := rand.Read(o.token[:]); err != nil {
 		return nil, o, err
 	}
-	fd, err := unix.MemfdCreate("godist-ring", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	fd, err := unix.MemfdCreate(ringName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, o, fmt.Errorf("memfd: %w", err)
 	}
@@ -83,23 +88,37 @@ func openRingIn(nc net.Conn, fd uint64, o ringOffer) (*ring, error) {
 		return nil, errors.New("peer process not visible from here")
 	}
 	// Opening another process's descriptor through /proc needs the same permission as
-	// reading its memory (ptrace read mode); a peer of another user is refused here.
+	// reading its memory (ptrace read mode): a peer of another user is refused here. The
+	// descriptor is the peer's choice, so it is first opened as a path only, which runs no
+	// code of the file's (a tty, a FIFO or a device may block or take over on open), and
+	// opened for real only if it is a ring's memfd.
 	path := fmt.Sprintf("/proc/%d/fd/%d", cred.Pid, fd)
-	mfd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	pfd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(pfd)
+	self := fmt.Sprintf("/proc/self/fd/%d", pfd)
+	if target, err := os.Readlink(self); err != nil || !strings.HasPrefix(target, "/memfd:"+ringName+" ") {
+		return nil, fmt.Errorf("%s: not a ring's memory (%q)", path, target)
+	}
+	mfd, err := unix.Open(self, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer unix.Close(mfd)
+	// Seals first: once the memory cannot shrink, the size checked next is the size it keeps,
+	// and no page of the mapping can vanish under this process (which would then die of SIGBUS).
+	seals, err := unix.FcntlInt(uintptr(mfd), unix.F_GET_SEALS, 0)
+	if err != nil || seals&unix.F_SEAL_SHRINK == 0 {
+		return nil, fmt.Errorf("%s: ring memory not sealed against shrinking", path)
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(mfd, &st); err != nil {
 		return nil, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != int64(o.size()) {
 		return nil, fmt.Errorf("%s: not a ring of %d bytes (mode %#o, %d bytes)", path, o.size(), st.Mode, st.Size)
-	}
-	seals, err := unix.FcntlInt(uintptr(mfd), unix.F_GET_SEALS, 0)
-	if err != nil || seals&unix.F_SEAL_SHRINK == 0 {
-		return nil, fmt.Errorf("%s: ring memory not sealed against shrinking", path)
 	}
 	mem, err := unix.Mmap(mfd, 0, o.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
@@ -114,6 +133,9 @@ func openRingIn(nc net.Conn, fd uint64, o ringOffer) (*ring, error) {
 }
 
 func unmapRing(mem []byte) { unix.Munmap(mem) }
+
+// releasePages frees the memory behind part of a ring, for both processes that map it.
+func releasePages(mem []byte) { unix.Madvise(mem, unix.MADV_REMOVE) }
 
 func (r *ring) closeFD() {
 	if r.fd >= 0 {

@@ -2,7 +2,6 @@ package wire_test
 
 import (
 	"context"
-	"encoding/binary"
 	"io"
 	"os"
 	"reflect"
@@ -196,46 +195,5 @@ func TestRingRefusedByPeer(t *testing.T) {
 	}
 	if got := ringMappings(t); got != maps0 {
 		t.Fatalf("%d ring mappings after the refusal, want %d", got, maps0)
-	}
-}
-
-// Offers that cannot be taken are refused, and the connection goes on.
-func TestRingBadOffers(t *testing.T) {
-	checkLeaks(t)
-	c, peer, _ := peerConn(t, wire.DefaultLimits)
-	peer.SetDeadline(time.Now().Add(10 * time.Second))
-	good := make([]byte, 24)
-	binary.LittleEndian.PutUint32(good[16:], 1<<20)
-	binary.LittleEndian.PutUint32(good[20:], 4)
-	huge := append([]byte(nil), good...)
-	binary.LittleEndian.PutUint32(huge[16:], 1<<30)
-	offers := []struct {
-		name string
-		id   uint64
-		raw  []byte
-	}{
-		{"no such descriptor", 1 << 20, good},
-		{"descriptor out of range", 1 << 40, good},
-		{"stdin, not a ring", 0, good},
-		{"slots too large", 3, huge},
-		{"short offer", 3, good[:20]},
-	}
-	for _, o := range offers {
-		sendFrame(t, peer, wire.Header{Kind: wire.KindRing, Raw: wire.RawBytes, ID: o.id}, o.raw)
-		f, err := wire.ReadFrame(peer, wire.DefaultLimits)
-		if err != nil {
-			t.Fatalf("%s: %v", o.name, err)
-		}
-		if f.Kind != wire.KindRingAck || f.ID != 0 {
-			t.Fatalf("%s: answered %v %d, want a refusal", o.name, f.Kind, f.ID)
-		}
-	}
-	select {
-	case <-c.Done():
-		t.Fatalf("connection ended: %v", c.Err())
-	default:
-	}
-	if o, i := c.Rings(); o || i {
-		t.Fatalf("Rings() = %v, %v", o, i)
 	}
 }
