@@ -396,9 +396,10 @@ func (r *runner) asyncCalls(ctx context.Context) error {
 }
 
 // bulk measures send.mb_per_s and fetch.mb_per_s, each the best of three transfers of a
-// 256 MiB []float64 to or from worker 2. Unless the raw bulk baseline was already measured,
-// it is measured here too, the best of three raw transfers of the same size, in rounds of a
-// raw transfer, a send and a fetch (see callLatency).
+// 256 MiB []float64 to or from worker 2, after one untimed transfer each way. Unless the raw
+// bulk baseline was already measured, it is measured here too, the best of three raw
+// transfers of the same size, in rounds of a raw transfer, a send and a fetch (see
+// callLatency).
 func (r *runner) bulk(ctx context.Context) error {
 	size := 256 << 20
 	reps := 3
@@ -438,6 +439,14 @@ func (r *runner) bulk(ctx context.Context) error {
 		xs[i] = float64(i)
 	}
 	if _, err := prepare.Call(ctx, r.c, 2, size/8); err != nil {
+		return err
+	}
+	// Warm up, as the raw baselines do: the first large transfer in each direction goes
+	// through the socket and sets up the connection's shared-memory ring for the next ones.
+	if _, err := sink.Call(ctx, r.c, 2, xs); err != nil {
+		return err
+	}
+	if _, err := source.Call(ctx, r.c, 2, struct{}{}); err != nil {
 		return err
 	}
 	// timed runs f after collecting the last transfer's garbage on both sides, untimed, so

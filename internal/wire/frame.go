@@ -2,7 +2,9 @@
 //
 // A frame is a fixed 24-byte header followed by a CBOR part and an optional raw part. The raw
 // part carries one numeric slice as little-endian bytes, so that bulk data is written from and
-// read into the Go slice itself instead of being encoded element by element.
+// read into the Go slice itself instead of being encoded element by element. Between two
+// processes of one host, a raw part of 1 MiB or more crosses through a shared-memory ring
+// instead of the stream (see ring.go); the frame's header still comes on the stream.
 package wire
 
 import (

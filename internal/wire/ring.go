@@ -13,10 +13,10 @@ import (
 
 // Between two processes of one host, the raw parts of large frames travel through shared
 // memory instead of the socket. A unix socket copies every byte twice, into the kernel's
-// buffers and out again, and a 256 MiB array streamed through it moved at 4.5-5.5 GB/s on a
-// 2-vCPU VM. A ring of a few 1 MiB slots mapped by both processes is the same two copies in
-// user space, one on each side, running at once on the two processors with the slots staying
-// in cache: 8-10 GB/s in the same setting. One-copy kernel paths were slower here:
+// buffers and out again: a 256 MiB array streamed through it moved at 4.2-4.7 GB/s on a
+// 2-vCPU VM. A ring of 1 MiB slots mapped by both processes is the same two copies in user
+// space, one on each side, running at once on the two processors with the slots staying in
+// cache: 7.7-10.7 GB/s in the same setting. One-copy kernel paths were slower here:
 // process_vm_readv 3.5-4.5 GB/s, vmsplice into a pipe 3.3-3.8 GB/s (both pin 4 KiB pages).
 //
 // Each direction of a connection has its own ring, created by the sending side on its first

@@ -51,7 +51,9 @@ func newRingOut() (*ring, ringOffer, error) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
 		return fail("seal ring", err)
 	}
-	mem, err := unix.Mmap(fd, 0, o.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	// Populated now, while the first large part goes through the socket, rather than by
+	// ~2,000 page faults in the middle of the first transfer through the ring.
+	mem, err := unix.Mmap(fd, 0, o.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return fail("map ring", err)
 	}
@@ -120,7 +122,7 @@ func openRingIn(nc net.Conn, fd uint64, o ringOffer) (*ring, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != int64(o.size()) {
 		return nil, fmt.Errorf("%s: not a ring of %d bytes (mode %#o, %d bytes)", path, o.size(), st.Mode, st.Size)
 	}
-	mem, err := unix.Mmap(mfd, 0, o.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := unix.Mmap(mfd, 0, o.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("map ring: %w", err)
 	}
