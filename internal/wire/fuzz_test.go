@@ -18,6 +18,8 @@ func FuzzParseHeader(f *testing.F) {
 	f.Add(encodeHeader(wire.Header{Kind: wire.KindCancel, Flags: 0xffff}), uint32(0), uint32(0))
 	f.Add(encodeHeader(wire.Header{Kind: wire.KindOneWay, Raw: wire.RawInt16, RawLen: 3}), uint32(10), uint32(10))
 	f.Add(encodeHeader(wire.Header{Kind: 9}), uint32(10), uint32(10))
+	f.Add(encodeHeader(wire.Header{Kind: wire.KindRing, Raw: wire.RawBytes, RawLen: 24, ID: 7}), uint32(0), uint32(64))
+	f.Add(encodeHeader(wire.Header{Kind: wire.KindRequest, Raw: wire.RawFloat64, RawLen: 8, Flags: wire.FlagRing}), uint32(0), uint32(64))
 	f.Add(bytes.Repeat([]byte{0xff}, 24), uint32(1<<31), uint32(1<<31))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), uint32(1<<20), uint32(1<<20))
 	f.Add([]byte{}, uint32(0), uint32(0))
@@ -33,8 +35,11 @@ func FuzzParseHeader(f *testing.F) {
 		if len(b) < wire.HeaderSize {
 			t.Fatalf("accepted a %d-byte header", len(b))
 		}
-		if h.Kind < wire.KindRequest || h.Kind > wire.KindCancel {
+		if h.Kind < wire.KindRequest || h.Kind > wire.KindRingAck {
 			t.Fatalf("accepted kind %d", h.Kind)
+		}
+		if h.Flags&wire.FlagRing != 0 && h.RawLen == 0 {
+			t.Fatalf("accepted the shared-memory flag without a raw part: %+v", h)
 		}
 		if int(h.CBORLen) > lim.MaxCBOR || h.RawLen > uint64(lim.MaxRaw) {
 			t.Fatalf("accepted %+v over %+v", h, lim)
