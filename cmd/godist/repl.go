@@ -37,7 +37,7 @@ type repl struct {
 
 func replUsage(fs *flag.FlagSet) func() {
 	return func() {
-		fmt.Fprint(os.Stderr, `usage: godist repl [-p N] [-L FILE.go] [-history FILE]
+		fmt.Fprint(os.Stderr, `usage: godist repl [-p N] [-worker-output stdout|stderr] [-L FILE.go] [-history FILE]
 
 Starts a local cluster of N workers and an interactive Go prompt on its driver (pid 1), as
 "julia -p N" with ClusterUtils does. For example:
@@ -68,7 +68,7 @@ Flags:
 // runRepl is `godist repl`.
 func runRepl(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("repl", flag.ContinueOnError)
-	procs := fs.Int("p", 0, "number of local workers (default: number of CPUs)")
+	cf := addClusterFlags(fs)
 	load := fs.String("L", "", "a Go file whose declarations are loaded on every process first")
 	histFile := fs.String("history", defaultHistoryFile(), "history file (empty: no history kept)")
 	fs.Usage = replUsage(fs)
@@ -85,9 +85,10 @@ func runRepl(ctx context.Context, args []string) int {
 	// The REPL's evaluations get their own contexts, cancelled by Ctrl-C one at a time; the
 	// caller's context is cancelled by the first Ctrl-C and would end every later one.
 	ctx = context.WithoutCancel(ctx)
-	var opts []dist.Option
-	if *procs > 0 {
-		opts = append(opts, dist.WithWorkers(*procs))
+	opts, err := cf.options()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "godist repl:", err)
+		return 2
 	}
 	startCtx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	c, err := dist.Start(startCtx, opts...)

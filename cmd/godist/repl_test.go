@@ -259,6 +259,49 @@ func TestRunScript(t *testing.T) {
 	}
 }
 
+// TestRunWorkerOutput: workers' lines go to stdout by default, as Julia's do, and to stderr
+// with -worker-output stderr, which leaves stdout to the program alone.
+func TestRunWorkerOutput(t *testing.T) {
+	bin := godistBinary(t)
+	file := filepath.Join(t.TempDir(), "hello.go")
+	src := "package main\n\nimport \"fmt\"\n\nvar _ = announce()\n\n" +
+		"func announce() int {\n\tif myid() != 1 {\n\t\tfmt.Println(\"hello from\", myid())\n\t}\n\treturn 0\n}\n\n" +
+		"func main() { fmt.Println(\"main done\") }\n"
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (stdout, stderr string) {
+		t.Helper()
+		var o, e strings.Builder
+		cmd := exec.Command(bin, append([]string{"run", "-p", "2"}, append(args, file)...)...)
+		cmd.Stdout, cmd.Stderr = &o, &e
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("godist run %v: %v\n%s%s", args, err, o.String(), e.String())
+		}
+		return o.String(), e.String()
+	}
+	lines := []string{"From worker 2: hello from 2", "From worker 3: hello from 3"}
+	out, _ := run()
+	for _, want := range append(lines, "main done") {
+		if !strings.Contains(out, want) {
+			t.Errorf("default: stdout lacks %q:\n%s", want, out)
+		}
+	}
+	out, errOut := run("-worker-output", "stderr")
+	if out != "main done\n" {
+		t.Errorf("-worker-output stderr: stdout is %q, want only the program's line", out)
+	}
+	for _, want := range lines {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("-worker-output stderr: stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	cmd := exec.Command(bin, "run", "-p", "1", "-worker-output", "file", file)
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "want stdout or stderr") {
+		t.Errorf("-worker-output file: %v\n%s", err, b)
+	}
+}
+
 // TestRunScriptErrors: a script's mistakes are reported with the file and the position, and
 // the exit status says so.
 func TestRunScriptErrors(t *testing.T) {

@@ -33,9 +33,40 @@ func exampleNames() string {
 	return strings.Join(names, ", ")
 }
 
+// clusterFlags are the flags of the commands that start a local cluster.
+type clusterFlags struct {
+	procs  *int
+	output *string
+}
+
+func addClusterFlags(fs *flag.FlagSet) clusterFlags {
+	return clusterFlags{
+		procs:  fs.Int("p", 0, "number of local workers (default: number of CPUs)"),
+		output: fs.String("worker-output", "stdout", "where workers' output lines (\"From worker N: ...\") go: stdout or stderr"),
+	}
+}
+
+// options turns the flags into Start's options, or says what is wrong with them.
+func (f clusterFlags) options() ([]dist.Option, error) {
+	var opts []dist.Option
+	if *f.procs > 0 {
+		opts = append(opts, dist.WithWorkers(*f.procs))
+	}
+	switch *f.output {
+	case "stdout":
+		opts = append(opts, dist.WithOutput(os.Stdout))
+	case "stderr":
+		// Keeps the program's own output on stdout apart, for a pipeline to read.
+		opts = append(opts, dist.WithOutput(os.Stderr))
+	default:
+		return nil, fmt.Errorf("-worker-output %q: want stdout or stderr", *f.output)
+	}
+	return opts, nil
+}
+
 func runExample(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	procs := fs.Int("p", 0, "number of local workers (default: number of CPUs)")
+	cf := addClusterFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, runUsage)
 		fs.PrintDefaults()
@@ -47,18 +78,19 @@ func runExample(ctx context.Context, args []string) int {
 		fmt.Fprintln(os.Stderr, "godist run: name an example or a .go script:", exampleNames())
 		return 2
 	}
+	opts, err := cf.options()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "godist run:", err)
+		return 2
+	}
 	if strings.HasSuffix(fs.Arg(0), ".go") {
-		return runScript(ctx, fs.Arg(0), *procs, fs.Args()[1:])
+		return runScript(ctx, fs.Arg(0), opts, fs.Args()[1:])
 	}
 	name := path.Base(strings.TrimSuffix(fs.Arg(0), "/"))
 	ex, ok := examples[name]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "godist run: no example %q (have: %s)\n", fs.Arg(0), exampleNames())
 		return 2
-	}
-	var opts []dist.Option
-	if *procs > 0 {
-		opts = append(opts, dist.WithWorkers(*procs))
 	}
 	c, err := dist.Start(ctx, opts...)
 	if err != nil {
@@ -73,8 +105,8 @@ func runExample(ctx context.Context, args []string) int {
 	return 0
 }
 
-const runUsage = `usage: godist run [-p N] EXAMPLE [ARGS]
-       godist run [-p N] FILE.go [ARGS]
+const runUsage = `usage: godist run [-p N] [-worker-output stdout|stderr] EXAMPLE [ARGS]
+       godist run [-p N] [-worker-output stdout|stderr] FILE.go [ARGS]
 
 With an EXAMPLE name (pi, jobs, sweep, or examples/NAME), runs that compiled example on a
 local cluster of N workers.
@@ -96,11 +128,7 @@ Example: godist run -p 4 examples/scripts/primes.go
 `
 
 // runScript is `godist run FILE.go`.
-func runScript(ctx context.Context, file string, procs int, args []string) int {
-	var opts []dist.Option
-	if procs > 0 {
-		opts = append(opts, dist.WithWorkers(procs))
-	}
+func runScript(ctx context.Context, file string, opts []dist.Option, args []string) int {
 	c, err := dist.Start(ctx, opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "godist run:", err)
