@@ -564,9 +564,7 @@ func (r *pmapRun[In, Out]) runRemote(pid int, idx []int) pmapOutcome[Out] {
 	buf := appendPmapHeader(make([]byte, 0, size+len(r.f.name)+24), r.f.name, r.id, len(sent))
 	cbor, start := enc.Bytes(), 0
 	for j, m := range msgs {
-		if m.RawKind == wire.RawNone {
-			m.CBOR = cbor[start:ends[j]]
-		}
+		m.CBOR = cbor[start:ends[j]] // empty for a raw value, which wrote nothing to enc
 		start = ends[j]
 		buf = appendPmapItem(buf, m)
 	}
@@ -601,12 +599,7 @@ func (r *pmapRun[In, Out]) runRemote(pid int, idx []int) pmapOutcome[Out] {
 		case res.err != nil:
 			o.errs[k] = res.err
 		default:
-			var raw any
-			if res.kind != wire.RawNone {
-				v, b := wire.MakeRaw(res.kind, len(res.data)/res.kind.Size())
-				copy(b, res.data)
-				raw = v
-			}
+			raw := res.rawValue()
 			if err := codec.Decode(res.data, raw, &o.vals[k]); err != nil {
 				o.errs[k] = decodeError("result", r.f.name, err)
 			}
@@ -774,10 +767,12 @@ func (r *pmapRun[In, Out]) decide(fl *pmapFailure[Out]) {
 //	request: uvarint len(fn), fn, uvarint run, uvarint n, n × item
 //	reply:   uvarint n, n × item, exec ns (8 bytes LE), lane wait ns (8 bytes LE)
 //	item:    tag byte, uvarint len, bytes; tag 0 = CBOR value, a wire.RawKind = raw value,
-//	         pmapTagErr = CBOR error record (replies only)
+//	         pmapTagErr = CBOR error record (replies only), pmapTagBoth = a value with both
+//	         parts (numeric slices of a struct out of band): uvarint len(CBOR), CBOR, raw
 const (
 	fnPmapBatch = "_dist.pmap.batch"
 	pmapTagErr  = 0xff
+	pmapTagBoth = 0xfe
 )
 
 func appendPmapHeader(b []byte, fn string, run uint64, n int) []byte {
@@ -788,6 +783,15 @@ func appendPmapHeader(b []byte, fn string, run uint64, n int) []byte {
 }
 
 func appendPmapItem(b []byte, m wire.Msg) []byte {
+	if m.RawKind != wire.RawNone && len(m.CBOR) > 0 {
+		var lb [binary.MaxVarintLen64]byte
+		n := binary.PutUvarint(lb[:], uint64(len(m.CBOR)))
+		b = append(b, pmapTagBoth)
+		b = binary.AppendUvarint(b, uint64(n+len(m.CBOR)+len(m.Raw)))
+		b = append(b, lb[:n]...)
+		b = append(b, m.CBOR...)
+		return append(b, m.Raw...)
+	}
 	if m.RawKind != wire.RawNone {
 		return appendPmapTagged(b, byte(m.RawKind), m.Raw)
 	}
@@ -805,7 +809,24 @@ var errPmapFormat = fmt.Errorf("%w: malformed pmap batch", ErrTypeMismatch)
 type pmapItem struct {
 	kind wire.RawKind
 	data []byte
-	err  error // replies: the item's error
+	raw  []byte // pmapTagBoth: the raw part (data is then the CBOR)
+	err  error  // replies: the item's error
+}
+
+// rawValue is the item's raw part as codec.Decode takes it, or nil. It is a copy: the decoded
+// value may keep it, and must not keep the whole batch alive.
+func (it pmapItem) rawValue() any {
+	switch {
+	case it.raw != nil:
+		_, b := wire.MakeRaw(wire.RawBytes, len(it.raw))
+		copy(b, it.raw)
+		return b
+	case it.kind != wire.RawNone:
+		v, b := wire.MakeRaw(it.kind, len(it.data)/it.kind.Size())
+		copy(b, it.data)
+		return v
+	}
+	return nil
 }
 
 // pmapReader reads the batch format, checking every length against what is left.
@@ -871,6 +892,14 @@ func (rd *pmapReader) items(allowErr bool) []pmapItem {
 			items[k].err = rec.toError()
 		case wire.RawKind(tag).Size() > 0 && len(data)%wire.RawKind(tag).Size() == 0:
 			items[k].kind = wire.RawKind(tag)
+		case tag == pmapTagBoth:
+			in := pmapReader{b: data}
+			cbor := in.bytes(in.uvarint())
+			if in.err != nil || len(cbor) == 0 {
+				rd.err = errPmapFormat
+				return nil
+			}
+			items[k].kind, items[k].raw, data = wire.RawBytes, in.b, cbor
 		default:
 			rd.err = errPmapFormat
 			return nil
@@ -983,12 +1012,10 @@ func servePmapBatch(ctx context.Context, c *Cluster, fr *wire.Frame, _ []byte) (
 		var m wire.Msg
 		err := ctx.Err()
 		if err == nil {
-			ifr.Raw = nil
+			ifr.Raw = it.rawValue()
 			arg := it.data
-			if it.kind != wire.RawNone {
-				v, b := wire.MakeRaw(it.kind, len(it.data)/it.kind.Size())
-				copy(b, it.data)
-				ifr.Raw, arg = v, nil
+			if it.kind != wire.RawNone && it.raw == nil {
+				arg = nil // the value is the raw part
 			}
 			m, err = h(ctx, &ifr, arg)
 		}

@@ -3,6 +3,7 @@ package dist_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -134,4 +135,98 @@ func TestKillWorkerMidSharedMemoryTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkMirrored(t, got, ramp(1<<20, 1))
+}
+
+// sample is a struct with numeric slices, as users pass them.
+type sample struct {
+	Name   string
+	Values []float64
+	Counts []int32
+	Meta   *struct{ Weights []float32 }
+}
+
+var (
+	// rescale returns s with every value doubled and its name marked.
+	rescale = dist.NewFunc("test.rescale", func(ctx context.Context, s sample) (sample, error) {
+		for i := range s.Values {
+			s.Values[i] *= 2
+		}
+		s.Name += "!"
+		return s, nil
+	})
+	// makeSample makes a sample of n values on the worker.
+	makeSample = dist.NewFunc("test.makesample", func(ctx context.Context, n int) (sample, error) {
+		s := sample{Name: fmt.Sprint(n), Values: ramp(n, 0.5), Counts: make([]int32, n/2), Meta: &struct{ Weights []float32 }{make([]float32, 100)}}
+		s.Counts[len(s.Counts)-1] = int32(n)
+		return s, nil
+	})
+)
+
+func checkSample(t *testing.T, s sample, n int) {
+	t.Helper()
+	if s.Name != fmt.Sprint(n) || !slices.Equal(s.Values, ramp(n, 0.5)) || len(s.Counts) != n/2 || s.Counts[n/2-1] != int32(n) || s.Meta == nil || len(s.Meta.Weights) != 100 {
+		t.Fatalf("sample of %d came back wrong: name %q, %d values, %d counts", n, s.Name, len(s.Values), len(s.Counts))
+	}
+}
+
+// Numeric slices inside structs travel out of band, as top-level ones do: through calls,
+// futures, remote channels and Pmap, beyond what CBOR arrays would allow (4M elements).
+func TestStructsWithLargeSlices(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	c, _ := disttest.Start(t, 2)
+	const big = 5 << 20 // 40 MiB of float64
+	s, err := makeSample.Call(ctx, c, 2, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSample(t, s, big)
+	r, err := rescale.Call(ctx, c, 2, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Name != s.Name+"!" || r.Values[big-1] != 2*s.Values[big-1] || len(r.Counts) != big/2 {
+		t.Fatalf("rescaled sample: %q, %d values", r.Name, len(r.Values))
+	}
+	f := makeSample.Go(ctx, c, 3, 1000)
+	fs, err := f.Fetch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSample(t, fs, 1000)
+	ch, err := dist.NewRemoteChannel[sample](ctx, c, 2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Release()
+	if err := ch.Put(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ch.Take(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSample(t, got, big)
+	ns := []int{1000, 2000, 70000, 3}
+	outs, err := dist.Pmap(ctx, c, makeSample, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range ns {
+		if n > 3 {
+			checkSample(t, outs[i], n)
+		}
+	}
+	if outs[3].Name != "3" || len(outs[3].Values) != 3 {
+		t.Fatalf("small sample: %+v", outs[3])
+	}
+	// Structs as Pmap's arguments too.
+	scaled, err := dist.Pmap(ctx, c, rescale, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range ns {
+		if scaled[i].Name != fmt.Sprint(n)+"!" || len(scaled[i].Values) != n || scaled[i].Values[n-1] != 2*(float64(n-1)+0.5) {
+			t.Fatalf("Pmap over samples: item %d came back as %q with %d values", i, scaled[i].Name, len(scaled[i].Values))
+		}
+	}
 }

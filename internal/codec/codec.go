@@ -1,5 +1,6 @@
 // Package codec turns Go values into wire messages and back: CBOR for structure, and a raw
-// little-endian part for a top-level numeric slice so that bulk data is never encoded per element.
+// little-endian part for a top-level numeric slice, or for the numeric slices inside a struct
+// (oob.go), so that bulk data is never encoded per element.
 package codec
 
 import (
@@ -63,21 +64,44 @@ func Encode(prefix []byte, v any) (wire.Msg, error) {
 	}
 	// Encoding after the prefix, in its spare capacity, spares a copy of the whole message.
 	buf := bytes.NewBuffer(prefix)
+	if p := planFor(reflect.TypeOf(v)); p != nil {
+		if raw, done, err := encodeOOB(buf, v, p); done {
+			return withRaw(wire.Msg{CBOR: buf.Bytes()}, raw), err
+		}
+	}
 	if err := encMode.MarshalToBuffer(v, buf); err != nil {
 		return wire.Msg{}, fmt.Errorf("encode %T: %w", v, err)
 	}
 	return wire.Msg{CBOR: buf.Bytes()}, nil
 }
 
+// withRaw is m with raw, the out-of-band slices of its struct, as its raw part.
+func withRaw(m wire.Msg, raw []byte) wire.Msg {
+	if raw != nil {
+		m.RawKind, m.Raw, m.RawValue = wire.RawBytes, raw, raw
+	}
+	return m
+}
+
 // EncodeAppend is Encode writing v's CBOR at the end of buf, for callers that encode many
 // values in a row and copy each where it belongs: one buffer serves them all, where Encode
 // costs a buffer per value. The returned CBOR aliases buf's contents until buf next changes;
-// a raw slice travels in Raw as with Encode, and then nothing is written to buf.
+// a raw slice travels in Raw as with Encode, and then nothing is written to buf; the numeric
+// slices of a struct travel in Raw too, beside its CBOR in buf (see oob.go).
 func EncodeAppend(buf *bytes.Buffer, v any) (wire.Msg, error) {
 	if k, raw, ok := wire.RawOf(v); ok {
 		return wire.Msg{RawKind: k, Raw: raw, RawValue: v}, nil
 	}
 	start := buf.Len()
+	if p := planFor(reflect.TypeOf(v)); p != nil {
+		if raw, done, err := encodeOOB(buf, v, p); done {
+			if err != nil {
+				buf.Truncate(start)
+				return wire.Msg{}, err
+			}
+			return withRaw(wire.Msg{CBOR: buf.Bytes()[start:]}, raw), nil
+		}
+	}
 	if _, ok := v.(struct{}); ok {
 		buf.WriteByte(cborEmptyMap)
 	} else if err := encMode.MarshalToBuffer(v, buf); err != nil {
@@ -93,6 +117,11 @@ const cborEmptyMap = 0xa0
 // Decode stores into v (a non-nil pointer) the value held by data (CBOR) or raw (a slice made
 // by wire.MakeRaw). A raw slice is handed over without a copy when v's element type matches.
 func Decode(data []byte, raw any, v any) error {
+	if t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Pointer {
+		if p := planFor(t.Elem()); p != nil {
+			return decodeOOB(data, raw, v, p)
+		}
+	}
 	if raw == nil {
 		if len(data) == 0 {
 			return fmt.Errorf("decode %T: empty message", v)
@@ -101,14 +130,20 @@ func Decode(data []byte, raw any, v any) error {
 			return nil
 		}
 		if err := decMode.Unmarshal(data, v); err != nil {
-			if cause := decoderCause(err); cause != nil {
-				return &DecoderError{Type: fmt.Sprintf("%T", v), Err: cause}
-			}
-			return fmt.Errorf("decode %T: %w", v, err)
+			return decodeFailure(v, err)
 		}
 		return nil
 	}
 	if p, ok := v.(*any); ok {
+		if rb, ok := raw.([]byte); ok && len(data) > 0 {
+			if x, ok, err := decodeAnyOOB(data, rb); ok {
+				if err != nil {
+					return fmt.Errorf("decode %T: %w", v, err)
+				}
+				*p = x // a struct whose slices came out of band
+				return nil
+			}
+		}
 		*p = raw
 		return nil
 	}
@@ -137,6 +172,14 @@ func Decode(data []byte, raw any, v any) error {
 		return nil
 	}
 	return fmt.Errorf("decode: a %s cannot be stored in a %s", src.Type(), dst.Type())
+}
+
+// decodeFailure is Decode's error for err, the CBOR decoder's, decoding into v.
+func decodeFailure(v any, err error) error {
+	if cause := decoderCause(err); cause != nil {
+		return &DecoderError{Type: fmt.Sprintf("%T", v), Err: cause}
+	}
+	return fmt.Errorf("decode %T: %w", v, err)
 }
 
 func sameLayout(a, b reflect.Type) bool {

@@ -1,0 +1,448 @@
+package codec
+
+import (
+	"bytes"
+	"encoding"
+	"fmt"
+	"reflect"
+	"sync"
+	"unsafe"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/godist/dist/internal/wire"
+)
+
+// A numeric slice inside a struct would be CBOR, element by element: ~75 MB/s both ways, and
+// no more than MaxArrayElements of them. Instead, a struct type with numeric slice fields is
+// encoded through a shadow type made with reflect.StructOf, whose numeric slice fields are
+// oobRefs: each slice's bytes go out of band, into the message's raw part (RawBytes, the
+// slices one after another), and its place in the CBOR says where they are. The receiver
+// decodes into the same shadow type and makes each slice over the raw part, without a copy.
+// Small slices stay in the CBOR, where they cost less than the reference. Plain CBOR of the
+// struct (EncodeAppend's, say) decodes through the shadow as well.
+//
+// Not shadowed, so encoded as before: struct types with embedded fields or a "_" field
+// (cbor's toarray), types with their own (un)marshaling methods, recursive types, and
+// numeric slices that are not directly fields of structs (a slice of structs, a map's values).
+
+// oobTag is the CBOR tag of an out-of-band slice: [raw kind, offset, length in elements].
+const oobTag = 26479
+
+// oobMin is the size in bytes from which a slice goes out of band.
+const oobMin = 256
+
+// oobPlan says how a struct type and its shadow correspond.
+type oobPlan struct {
+	shadow reflect.Type
+	ptr    bool // the planned type is a pointer to the struct
+	fields []oobField
+}
+
+type oobField struct {
+	src, dst int          // field index in the struct and in its shadow
+	kind     wire.RawKind // a numeric slice, carried by an oobRef; else RawNone
+	sub      *oobPlan     // a struct or pointer to struct with a shadow of its own
+}
+
+var plans sync.Map // reflect.Type -> *oobPlan (nil: encoded as it is)
+
+// planFor returns the plan of t, nil if t is encoded as it is.
+func planFor(t reflect.Type) *oobPlan {
+	if t == nil || (t.Kind() != reflect.Struct && (t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct)) {
+		return nil
+	}
+	if p, ok := plans.Load(t); ok {
+		return p.(*oobPlan)
+	}
+	p := makePlan(t, map[reflect.Type]bool{})
+	plans.Store(t, p)
+	return p
+}
+
+var (
+	oobRefType   = reflect.TypeFor[oobRef]()
+	marshalerIfs = []reflect.Type{
+		reflect.TypeFor[cbor.Marshaler](), reflect.TypeFor[cbor.Unmarshaler](),
+		reflect.TypeFor[encoding.BinaryMarshaler](), reflect.TypeFor[encoding.BinaryUnmarshaler](),
+		reflect.TypeFor[encoding.TextMarshaler](), reflect.TypeFor[encoding.TextUnmarshaler](),
+	}
+)
+
+// ownCoding reports whether t or *t encodes or decodes itself.
+func ownCoding(t reflect.Type) bool {
+	for _, i := range marshalerIfs {
+		if t.Implements(i) || reflect.PointerTo(t).Implements(i) {
+			return true
+		}
+	}
+	return false
+}
+
+// rawKindOf returns the raw kind of a numeric slice type that may go out of band.
+func rawKindOf(t reflect.Type) wire.RawKind {
+	if t.Kind() != reflect.Slice || ownCoding(t) {
+		return wire.RawNone
+	}
+	e := t.Elem()
+	if e.PkgPath() != "" || e.Name() == "" { // only the predeclared types, not named ones
+		return wire.RawNone
+	}
+	switch e.Kind() {
+	case reflect.Float64:
+		return wire.RawFloat64
+	case reflect.Float32:
+		return wire.RawFloat32
+	case reflect.Int64:
+		return wire.RawInt64
+	case reflect.Int32:
+		return wire.RawInt32
+	case reflect.Int16:
+		return wire.RawInt16
+	case reflect.Int8:
+		return wire.RawInt8
+	case reflect.Uint64:
+		return wire.RawUint64
+	case reflect.Uint32:
+		return wire.RawUint32
+	case reflect.Uint16:
+		return wire.RawUint16
+	case reflect.Int:
+		if e.Size() == 8 {
+			return wire.RawInt64
+		}
+	case reflect.Uint:
+		if e.Size() == 8 {
+			return wire.RawUint64
+		}
+	}
+	return wire.RawNone // []byte is a CBOR byte string already
+}
+
+func makePlan(t reflect.Type, visiting map[reflect.Type]bool) *oobPlan {
+	ptr := t.Kind() == reflect.Pointer
+	if ptr {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || visiting[t] || ownCoding(t) {
+		return nil
+	}
+	visiting[t] = true
+	defer delete(visiting, t)
+	p := &oobPlan{ptr: ptr}
+	var fields []reflect.StructField
+	changed := false
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous || f.Name == "_" {
+			return nil
+		}
+		if !f.IsExported() {
+			continue // cbor leaves these out anyway
+		}
+		of := oobField{src: i, dst: len(fields)}
+		sf := reflect.StructField{Name: f.Name, Type: f.Type, Tag: f.Tag}
+		if k := rawKindOf(f.Type); k != wire.RawNone {
+			of.kind, sf.Type, changed = k, oobRefType, true
+		} else if sub := makePlan(f.Type, visiting); sub != nil {
+			of.sub, sf.Type, changed = sub, sub.shadow, true
+			if sub.ptr {
+				sf.Type = reflect.PointerTo(sub.shadow)
+			}
+		}
+		p.fields = append(p.fields, of)
+		fields = append(fields, sf)
+	}
+	if !changed {
+		return nil
+	}
+	p.shadow = reflect.StructOf(fields)
+	return p
+}
+
+// oobRef stands for a numeric slice in a shadow struct.
+type oobRef struct {
+	form  byte // refNil (also the zero value: a field absent from the CBOR), refInline or refOut
+	value any  // encoding, refInline: the slice itself
+	msg   []byte
+	kind  wire.RawKind
+	off   uint64
+	n     uint64
+}
+
+const (
+	refNil = iota
+	refInline
+	refOut
+)
+
+// MarshalCBOR implements cbor.Marshaler.
+func (r oobRef) MarshalCBOR() ([]byte, error) {
+	switch r.form {
+	case refInline:
+		return encMode.Marshal(r.value)
+	case refOut:
+		return encMode.Marshal(cbor.Tag{Number: oobTag, Content: [3]uint64{uint64(r.kind), r.off, r.n}})
+	}
+	return []byte{0xf6}, nil // null
+}
+
+// UnmarshalCBOR implements cbor.Unmarshaler: a reference, null, or the slice in place (kept
+// to decode once the field's type is at hand).
+func (r *oobRef) UnmarshalCBOR(b []byte) error {
+	if len(b) == 1 && b[0] == 0xf6 {
+		*r = oobRef{}
+		return nil
+	}
+	var tag cbor.RawTag
+	if err := decMode.Unmarshal(b, &tag); err == nil && tag.Number == oobTag {
+		var c [3]uint64
+		if err := decMode.Unmarshal(tag.Content, &c); err != nil {
+			return fmt.Errorf("out-of-band slice reference: %w", err)
+		}
+		if c[0] == 0 || c[0] > 255 {
+			return fmt.Errorf("out-of-band slice of unknown kind %d", c[0])
+		}
+		*r = oobRef{form: refOut, kind: wire.RawKind(c[0]), off: c[1], n: c[2]}
+		return nil
+	}
+	*r = oobRef{form: refInline, msg: append([]byte(nil), b...)}
+	return nil
+}
+
+// oobWriter gathers the out-of-band slices of one message.
+type oobWriter struct {
+	segs [][]byte
+	size uint64
+}
+
+func (w *oobWriter) add(b []byte) uint64 {
+	w.size = (w.size + 7) &^ 7 // every slice starts 8-aligned, as its element type may need
+	off := w.size
+	w.segs = append(w.segs, b)
+	w.size += uint64(len(b))
+	return off
+}
+
+// bytes returns the raw part: the slices, each at its offset.
+func (w *oobWriter) bytes() []byte {
+	if w.size == 0 {
+		return nil
+	}
+	// Not cleared first (every byte is written below, the padding too): clearing a large
+	// buffer costs as much as filling it.
+	_, out := wire.MakeRaw(wire.RawBytes, int(w.size))
+	var off uint64
+	for _, s := range w.segs {
+		pad := (off+7)&^7 - off
+		clear(out[off : off+pad])
+		off += pad
+		off += uint64(copy(out[off:], s))
+	}
+	return out
+}
+
+// toShadow fills dst, a value of p's shadow struct, from src, a value of the planned struct.
+func toShadow(dst, src reflect.Value, p *oobPlan, w *oobWriter) {
+	for _, f := range p.fields {
+		sf, df := src.Field(f.src), dst.Field(f.dst)
+		switch {
+		case f.kind != wire.RawNone:
+			var r oobRef
+			if !sf.IsNil() {
+				b := unsafe.Slice((*byte)(sf.UnsafePointer()), sf.Len()*int(sf.Type().Elem().Size()))
+				if len(b) < oobMin {
+					r = oobRef{form: refInline, value: sf.Interface()}
+				} else {
+					r = oobRef{form: refOut, kind: f.kind, off: w.add(b), n: uint64(sf.Len())}
+				}
+			}
+			df.Set(reflect.ValueOf(r))
+		case f.sub != nil && f.sub.ptr:
+			if !sf.IsNil() {
+				v := reflect.New(f.sub.shadow)
+				toShadow(v.Elem(), sf.Elem(), f.sub, w)
+				df.Set(v)
+			}
+		case f.sub != nil:
+			toShadow(df, sf, f.sub, w)
+		default:
+			df.Set(sf)
+		}
+	}
+}
+
+// fromShadow fills dst, a value of the planned struct, from src, its shadow as decoded; the
+// slices that came out of band are made over raw.
+func fromShadow(dst, src reflect.Value, p *oobPlan, raw []byte) error {
+	for _, f := range p.fields {
+		sf, df := src.Field(f.dst), dst.Field(f.src)
+		switch {
+		case f.kind != wire.RawNone:
+			r := sf.Interface().(oobRef)
+			switch r.form {
+			case refNil:
+				df.SetZero()
+			case refInline:
+				if err := decMode.Unmarshal(r.msg, df.Addr().Interface()); err != nil {
+					return err
+				}
+			case refOut:
+				s, err := sliceOver(df.Type(), f.kind, r, raw)
+				if err != nil {
+					return err
+				}
+				df.Set(s)
+			}
+		case f.sub != nil && f.sub.ptr:
+			if sf.IsNil() {
+				df.SetZero()
+				continue
+			}
+			v := reflect.New(df.Type().Elem())
+			if err := fromShadow(v.Elem(), sf.Elem(), f.sub, raw); err != nil {
+				return err
+			}
+			df.Set(v)
+		case f.sub != nil:
+			if err := fromShadow(df, sf, f.sub, raw); err != nil {
+				return err
+			}
+		default:
+			df.Set(sf)
+		}
+	}
+	return nil
+}
+
+// sliceOver makes a slice of type t over the bytes r refers to in raw, after checking them.
+func sliceOver(t reflect.Type, want wire.RawKind, r oobRef, raw []byte) (reflect.Value, error) {
+	if r.kind != want {
+		return reflect.Value{}, fmt.Errorf("out-of-band slice of raw kind %d where a %s goes", r.kind, t)
+	}
+	size := uint64(want.Size())
+	if r.n > uint64(len(raw))/size || r.off > uint64(len(raw))-r.n*size || r.off%size != 0 {
+		return reflect.Value{}, fmt.Errorf("out-of-band slice of %d elements at %d is not within the %d bytes sent", r.n, r.off, len(raw))
+	}
+	if r.n == 0 {
+		return reflect.MakeSlice(t, 0, 0), nil
+	}
+	s := reflect.SliceAt(t.Elem(), unsafe.Pointer(&raw[r.off]), int(r.n))
+	return s.Slice3(0, int(r.n), int(r.n)).Convert(t), nil
+}
+
+// encodeOOB writes the CBOR of v, whose type has plan p, to buf and returns the raw part (nil
+// if no slice went out of band). It reports false, having written nothing, for a nil pointer,
+// which encodes as it is.
+func encodeOOB(buf *bytes.Buffer, v any, p *oobPlan) ([]byte, bool, error) {
+	src := reflect.ValueOf(v)
+	if p.ptr {
+		if src.IsNil() {
+			return nil, false, nil
+		}
+		src = src.Elem()
+	}
+	var w oobWriter
+	sv := reflect.New(p.shadow).Elem()
+	toShadow(sv, src, p, &w)
+	if err := encMode.MarshalToBuffer(sv.Interface(), buf); err != nil {
+		return nil, true, fmt.Errorf("encode %T: %w", v, err)
+	}
+	return w.bytes(), true, nil
+}
+
+// decodeOOB is Decode for a pointer to a value whose type has a plan.
+func decodeOOB(data []byte, raw any, v any, p *oobPlan) error {
+	rb, ok := raw.([]byte)
+	if raw != nil && !ok {
+		return fmt.Errorf("decode %T: a raw %T where out-of-band slices were expected", v, raw)
+	}
+	if len(data) == 0 {
+		return fmt.Errorf("decode %T: empty message", v)
+	}
+	sv := reflect.New(p.shadow)
+	dst := reflect.ValueOf(v).Elem()
+	if p.ptr {
+		if len(data) == 1 && data[0] == 0xf6 {
+			dst.SetZero()
+			return nil
+		}
+		if dst.IsNil() {
+			dst.Set(reflect.New(dst.Type().Elem()))
+		}
+		dst = dst.Elem()
+	}
+	if err := decMode.Unmarshal(data, sv.Interface()); err != nil {
+		return decodeFailure(v, err)
+	}
+	if err := fromShadow(dst, sv.Elem(), p, rb); err != nil {
+		return fmt.Errorf("decode %T: %w", v, err)
+	}
+	return nil
+}
+
+// rawElem is the Go element type of each raw kind, as a receiver without the sender's types
+// sees out-of-band slices.
+var rawElem = map[wire.RawKind]reflect.Type{
+	wire.RawFloat64: reflect.TypeFor[float64](), wire.RawFloat32: reflect.TypeFor[float32](),
+	wire.RawInt64: reflect.TypeFor[int64](), wire.RawInt32: reflect.TypeFor[int32](),
+	wire.RawInt16: reflect.TypeFor[int16](), wire.RawInt8: reflect.TypeFor[int8](),
+	wire.RawUint64: reflect.TypeFor[uint64](), wire.RawUint32: reflect.TypeFor[uint32](),
+	wire.RawUint16: reflect.TypeFor[uint16](),
+}
+
+// decodeAnyOOB decodes for an untyped receiver (CallByName's results, interpreters) a struct
+// whose numeric slices came out of band in raw: each reference becomes a slice of its raw
+// kind. It reports false when data holds no such reference (raw is then the value itself).
+func decodeAnyOOB(data, raw []byte) (any, bool, error) {
+	var x any
+	if err := decMode.Unmarshal(data, &x); err != nil {
+		return nil, false, nil
+	}
+	found := false
+	x, err := resolveOOB(x, raw, &found)
+	return x, found, err
+}
+
+// resolveOOB replaces the out-of-band references in x, a generic CBOR value.
+func resolveOOB(x any, raw []byte, found *bool) (any, error) {
+	var err error
+	switch v := x.(type) {
+	case cbor.Tag:
+		if v.Number != oobTag {
+			return v, nil
+		}
+		*found = true
+		c, ok := v.Content.([]any)
+		if !ok || len(c) != 3 {
+			return nil, fmt.Errorf("malformed out-of-band slice reference")
+		}
+		var f [3]uint64
+		for i := range f {
+			if f[i], ok = c[i].(uint64); !ok {
+				return nil, fmt.Errorf("malformed out-of-band slice reference")
+			}
+		}
+		e, ok := rawElem[wire.RawKind(f[0])]
+		if !ok || f[0] > 255 {
+			return nil, fmt.Errorf("out-of-band slice of unknown kind %d", f[0])
+		}
+		s, err := sliceOver(reflect.SliceOf(e), wire.RawKind(f[0]), oobRef{kind: wire.RawKind(f[0]), off: f[1], n: f[2]}, raw)
+		if err != nil {
+			return nil, err
+		}
+		return s.Interface(), nil
+	case map[any]any:
+		for k, e := range v {
+			if v[k], err = resolveOOB(e, raw, found); err != nil {
+				return nil, err
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if v[i], err = resolveOOB(e, raw, found); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return x, nil
+}
