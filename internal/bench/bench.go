@@ -34,6 +34,8 @@ type Figure struct {
 var (
 	noop = dist.NewFunc("bench.noop", func(ctx context.Context, _ struct{}) (struct{}, error) { return struct{}{}, nil })
 	sink = dist.NewFunc("bench.sink", func(ctx context.Context, xs []float64) (int, error) { return len(xs), nil })
+	// sinkStruct takes the same array as a field of a struct (its slices travel out of band).
+	sinkStruct = dist.NewFunc("bench.sinkstruct", func(ctx context.Context, s sample) (int, error) { return len(s.Values), nil })
 
 	heldMu sync.Mutex
 	held   []float64
@@ -192,7 +194,7 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 		if b == "raw.unix.pingpong_p50_us" && r.want("call.p50_us", "call.p99_us") {
 			continue // measured with the calls, alternating with them (callLatency)
 		}
-		if b == "raw.unix.bulk_mb_per_s" && r.want("send.mb_per_s", "fetch.mb_per_s") {
+		if b == "raw.unix.bulk_mb_per_s" && r.want("send.mb_per_s", "fetch.mb_per_s", "send.struct_mb_per_s") {
 			continue // measured with the transfers, alternating with them (bulk)
 		}
 		if r.want(b) {
@@ -218,7 +220,7 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 			return ScriptFigures(ctx, r.c, r.opt.Quick, r.emitSelected)
 		}},
 		{[]string{"call.async_per_s"}, r.asyncCalls},
-		{[]string{"send.mb_per_s", "fetch.mb_per_s", "raw.unix.array_mb_per_s"}, r.bulk},
+		{[]string{"send.mb_per_s", "fetch.mb_per_s", "raw.unix.array_mb_per_s", "send.struct_mb_per_s"}, r.bulk},
 		{[]string{"channel.roundtrip_us"}, r.channel},
 		{[]string{"worker.idle_rss_mib"}, r.idleRSS},
 		{[]string{"pmap.overhead_us_per_item", "pmap.overhead_us_per_item_batch1", "pmap.speedup", "raw.threads_speedup"}, func(ctx context.Context) error {
@@ -395,6 +397,12 @@ func (r *runner) asyncCalls(ctx context.Context) error {
 	return nil
 }
 
+// sample is a struct with an array, as programs pass them.
+type sample struct {
+	Name   string
+	Values []float64
+}
+
 // bulk measures send.mb_per_s and fetch.mb_per_s, each the best of three transfers of a
 // 256 MiB []float64 to or from worker 2, after one untimed transfer each way. Unless the raw
 // bulk baseline was already measured, it is measured here too, the best of three raw
@@ -449,6 +457,12 @@ func (r *runner) bulk(ctx context.Context) error {
 	if _, err := source.Call(ctx, r.c, 2, struct{}{}); err != nil {
 		return err
 	}
+	withStruct := r.want("send.struct_mb_per_s")
+	if withStruct {
+		if _, err := sinkStruct.Call(ctx, r.c, 2, sample{"warm-up", xs}); err != nil {
+			return err
+		}
+	}
 	// timed runs f after collecting the last transfer's garbage on both sides, untimed, so
 	// that this one lands in memory the processes have touched before, as in a steady state.
 	// Memory new to a process costs the kernel's page faults, ~150-200 ms per 256 MiB on this
@@ -463,7 +477,7 @@ func (r *runner) bulk(ctx context.Context) error {
 		}
 		return float64(size) / time.Since(t).Seconds() / 1e6, nil
 	}
-	var rawBest, arrayBest, send, fetch float64
+	var rawBest, arrayBest, send, fetch, sendStruct float64
 	for range reps {
 		if raw != nil {
 			mb, err := raw.Run(ctx)
@@ -501,6 +515,19 @@ func (r *runner) bulk(ctx context.Context) error {
 			return err
 		}
 		fetch = max(fetch, mb)
+		if withStruct {
+			mb, err = timed(func() error {
+				n, err := sinkStruct.Call(ctx, r.c, 2, sample{"timed", xs})
+				if err == nil && n != len(xs) {
+					err = fmt.Errorf("sinkstruct got %d values, sent %d", n, len(xs))
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			sendStruct = max(sendStruct, mb)
+		}
 	}
 	if raw != nil {
 		r.base[base] = rawBest
@@ -513,6 +540,9 @@ func (r *runner) bulk(ctx context.Context) error {
 	}
 	r.emit("send.mb_per_s", send, "MB/s", base)
 	r.emit("fetch.mb_per_s", fetch, "MB/s", base)
+	if withStruct {
+		r.emit("send.struct_mb_per_s", sendStruct, "MB/s", base)
+	}
 	_, err := unhold.Call(ctx, r.c, 2, struct{}{})
 	return err
 }

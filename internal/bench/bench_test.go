@@ -39,6 +39,7 @@ func TestQuickRun(t *testing.T) {
 		"raw.unix.array_mb_per_s":          "raw.unix.bulk_mb_per_s",
 		"send.mb_per_s":                    "raw.unix.bulk_mb_per_s",
 		"fetch.mb_per_s":                   "raw.unix.bulk_mb_per_s",
+		"send.struct_mb_per_s":             "raw.unix.bulk_mb_per_s",
 		"channel.roundtrip_us":             "",
 		"worker.idle_rss_mib":              "",
 		"pmap.overhead_us_per_item":        "",

@@ -22,8 +22,9 @@ import (
 // struct (EncodeAppend's, say) decodes through the shadow as well.
 //
 // Not shadowed, so encoded as before: struct types with embedded fields or a "_" field
-// (cbor's toarray), types with their own (un)marshaling methods, recursive types, and
-// numeric slices that are not directly fields of structs (a slice of structs, a map's values).
+// (cbor's toarray), types with their own (un)marshaling methods, the fields by which a type
+// refers to itself, and numeric slices that are not directly fields of structs (in a slice of
+// structs, a map's values).
 
 // oobTag is the CBOR tag of an out-of-band slice: [raw kind, offset, length in elements].
 const oobTag = 26479
@@ -223,10 +224,15 @@ func (w *oobWriter) add(b []byte) uint64 {
 	return off
 }
 
-// bytes returns the raw part: the slices, each at its offset.
+// bytes returns the raw part: the slices, each at its offset. It aliases a single slice's
+// memory and copies several into one buffer.
 func (w *oobWriter) bytes() []byte {
-	if w.size == 0 {
+	switch len(w.segs) {
+	case 0:
 		return nil
+	case 1:
+		// One large slice, the usual case: sent from its own memory, as a top-level slice is.
+		return w.segs[0]
 	}
 	// Not cleared first (every byte is written below, the padding too): clearing a large
 	// buffer costs as much as filling it.

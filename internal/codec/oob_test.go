@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/godist/dist/internal/wire"
@@ -279,4 +280,32 @@ func FuzzDecodeOutOfBand(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A struct with one large slice sends it from its own memory, as a top-level slice is sent;
+// several are gathered into one buffer, each at an 8-aligned offset.
+func TestOutOfBandSingleSliceNotCopied(t *testing.T) {
+	v := oobInner{Label: "one", Ys: make([]float32, 1000)}
+	m, err := Encode(nil, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Raw) != 4000 || unsafe.SliceData(m.Raw) != (*byte)(unsafe.Pointer(unsafe.SliceData(v.Ys))) {
+		t.Fatal("the single slice was copied")
+	}
+	two := oobOuter{Xs: filled(33), In: oobInner{Ys: make([]float32, 65)}} // 264 and 260 bytes
+	m, err = Encode(nil, two)
+	if err != nil || len(m.Raw) != 264+260 {
+		t.Fatalf("two slices: %d raw bytes, %v", len(m.Raw), err)
+	}
+	// 264 bytes at 0, 260 at 264, then 260 more at 528 (524 rounded up to 8).
+	two.Small = make([]int32, 65)
+	two.Small[64] = -5
+	if m, _ = Encode(nil, two); len(m.Raw) != 528+260 {
+		t.Fatalf("three slices: %d raw bytes, want %d", len(m.Raw), 528+260)
+	}
+	got, _ := roundTrip(t, two)
+	if !reflect.DeepEqual(got.Xs, two.Xs) || !reflect.DeepEqual(got.Small, two.Small) || len(got.In.Ys) != 65 {
+		t.Fatal("three slices did not come back")
+	}
 }
