@@ -116,6 +116,9 @@ const cborEmptyMap = 0xa0
 
 // Decode stores into v (a non-nil pointer) the value held by data (CBOR) or raw (a slice made
 // by wire.MakeRaw). A raw slice is handed over without a copy when v's element type matches.
+// A struct whose numeric slices came out of band (data and a raw []byte) is decoded over raw,
+// its slices sharing raw's memory; such a struct type is decoded whole, fields absent from
+// data left zero, where plain CBOR decoding would leave them as they were in *v.
 func Decode(data []byte, raw any, v any) error {
 	if t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Pointer {
 		if p := planFor(t.Elem()); p != nil {
@@ -170,6 +173,20 @@ func Decode(data []byte, raw any, v any) error {
 	if dst.Kind() == reflect.Interface && src.Type().Implements(dst.Type()) {
 		dst.Set(src)
 		return nil
+	}
+	if rb, ok := raw.([]byte); ok && len(data) > 0 {
+		// A struct whose slices came out of band, received as another type than the sender's
+		// (a map, a struct with fields of type any): through its generic form, as plain CBOR.
+		if x, found, err := decodeAnyOOB(data, rb); found {
+			if err != nil {
+				return decodeFailure(v, err)
+			}
+			b, err := encMode.Marshal(x)
+			if err != nil {
+				return fmt.Errorf("decode %T: %w", v, err)
+			}
+			return Decode(b, nil, v)
+		}
 	}
 	return fmt.Errorf("decode: a %s cannot be stored in a %s", src.Type(), dst.Type())
 }

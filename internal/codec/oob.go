@@ -196,9 +196,9 @@ func (r *oobRef) UnmarshalCBOR(b []byte) error {
 	}
 	var tag cbor.RawTag
 	if err := decMode.Unmarshal(b, &tag); err == nil && tag.Number == oobTag {
-		var c [3]uint64
-		if err := decMode.Unmarshal(tag.Content, &c); err != nil {
-			return fmt.Errorf("out-of-band slice reference: %w", err)
+		var c []uint64
+		if err := decMode.Unmarshal(tag.Content, &c); err != nil || len(c) != 3 {
+			return fmt.Errorf("malformed out-of-band slice reference")
 		}
 		if c[0] == 0 || c[0] > 255 {
 			return fmt.Errorf("out-of-band slice of unknown kind %d", c[0])
@@ -332,7 +332,13 @@ func sliceOver(t reflect.Type, want wire.RawKind, r oobRef, raw []byte) (reflect
 	if r.n == 0 {
 		return reflect.MakeSlice(t, 0, 0), nil
 	}
-	s := reflect.SliceAt(t.Elem(), unsafe.Pointer(&raw[r.off]), int(r.n))
+	p := unsafe.Pointer(&raw[r.off])
+	if uintptr(p)%uintptr(t.Elem().Align()) != 0 {
+		// The raw part's memory comes from wire.MakeRaw, 8-aligned; a buffer that is not
+		// must not become a misaligned slice.
+		return reflect.Value{}, fmt.Errorf("out-of-band slice at a misaligned address")
+	}
+	s := reflect.SliceAt(t.Elem(), p, int(r.n))
 	return s.Slice3(0, int(r.n), int(r.n)).Convert(t), nil
 }
 
@@ -398,11 +404,12 @@ var rawElem = map[wire.RawKind]reflect.Type{
 
 // decodeAnyOOB decodes for an untyped receiver (CallByName's results, interpreters) a struct
 // whose numeric slices came out of band in raw: each reference becomes a slice of its raw
-// kind. It reports false when data holds no such reference (raw is then the value itself).
+// kind. It reports false when data holds no such reference (raw is then the value itself),
+// and true with an error when data is not CBOR.
 func decodeAnyOOB(data, raw []byte) (any, bool, error) {
 	var x any
 	if err := decMode.Unmarshal(data, &x); err != nil {
-		return nil, false, nil
+		return nil, true, err
 	}
 	found := false
 	x, err := resolveOOB(x, raw, &found)

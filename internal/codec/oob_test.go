@@ -150,6 +150,9 @@ func TestOutOfBandBadReferences(t *testing.T) {
 		{"no raw part", ref(wire.RawFloat32, 0, 1), nil, "not within"},
 		{"raw of another type", ref(wire.RawFloat32, 0, 1), []float64{1}, "where out-of-band slices were expected"},
 		{"inline of another type", []byte("\xa2eLabelaxbYs\x81ax"), nil, "cannot unmarshal"},
+		{"misaligned memory", ref(wire.RawFloat32, 0, 1), make([]byte, 9)[1:], "misaligned"},
+		{"two-field reference", []byte("\xa1bYs\xd9\x67\x6f\x82\x03\x00"), raw, "malformed"},
+		{"four-field reference", []byte("\xa1bYs\xd9\x67\x6f\x84\x03\x00\x01\x05"), raw, "malformed"},
 	}
 	for _, c := range cases {
 		var out oobInner
@@ -307,5 +310,24 @@ func TestOutOfBandSingleSliceNotCopied(t *testing.T) {
 	got, _ := roundTrip(t, two)
 	if !reflect.DeepEqual(got.Xs, two.Xs) || !reflect.DeepEqual(got.Small, two.Small) || len(got.In.Ys) != 65 {
 		t.Fatal("three slices did not come back")
+	}
+}
+
+// A receiver of another type than the sender's gets the struct as plain CBOR would give it.
+func TestOutOfBandIntoOtherTypes(t *testing.T) {
+	m, err := Encode(nil, oobInner{Label: "other", Ys: make([]float32, 100)})
+	if err != nil || m.RawKind != wire.RawBytes {
+		t.Fatalf("Encode: %v, raw kind %v", err, m.RawKind)
+	}
+	var asMap map[string]any
+	if err := Decode(m.CBOR, m.RawValue, &asMap); err != nil || asMap["Label"] != "other" || len(asMap["Ys"].([]any)) != 100 {
+		t.Fatalf("into a map: %v, %v", asMap, err)
+	}
+	var loose struct {
+		Label string
+		Ys    any
+	}
+	if err := Decode(m.CBOR, m.RawValue, &loose); err != nil || loose.Label != "other" || len(loose.Ys.([]any)) != 100 {
+		t.Fatalf("into a struct with an any field: %+v, %v", loose, err)
 	}
 }

@@ -248,6 +248,13 @@ func MakeRaw(k RawKind, n int) (any, []byte) {
 	noZero := k > RawNone && k < rawMax && n >= noZeroSize/k.Size()
 	switch k {
 	case RawBytes:
+		if !noZero {
+			// 8-aligned, as any numeric slice made over it needs (see codec's out-of-band
+			// slices): a small []byte of its own may be placed at any address.
+			s := make([]uint64, (n+7)/8)
+			b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), n)
+			return b, b
+		}
 		return makeRaw[byte](n, noZero)
 	case RawFloat64:
 		return makeRaw[float64](n, noZero)
