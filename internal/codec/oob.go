@@ -5,6 +5,8 @@ import (
 	"encoding"
 	"fmt"
 	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -40,9 +42,24 @@ type oobPlan struct {
 }
 
 type oobField struct {
-	src, dst int          // field index in the struct and in its shadow
-	kind     wire.RawKind // a numeric slice, carried by an oobRef; else RawNone
-	sub      *oobPlan     // a struct or pointer to struct with a shadow of its own
+	src, dst  int          // field index in the struct and in its shadow
+	kind      wire.RawKind // a numeric slice, carried by an oobRef; else RawNone
+	omitEmpty bool         // the slice's tag says omitempty: an empty one is left out
+	sub       *oobPlan     // a struct or pointer to struct with a shadow of its own
+}
+
+// omitEmptyTag returns the shadow's tag for a slice field with tag: cbor (like encoding/json)
+// leaves out an empty slice with omitempty, but never a value that encodes itself, such as an
+// oobRef; omitzero leaves out the zero oobRef, which an empty slice becomes.
+func omitEmptyTag(tag reflect.StructTag) (reflect.StructTag, bool) {
+	v, ok := tag.Lookup("cbor")
+	if !ok {
+		v, ok = tag.Lookup("json") // what cbor reads when there is no cbor key
+	}
+	if !ok || !slices.Contains(strings.Split(v, ",")[1:], "omitempty") {
+		return tag, false
+	}
+	return reflect.StructTag(fmt.Sprintf("cbor:%q", v+",omitzero")), true
 }
 
 var plans sync.Map // reflect.Type -> *oobPlan (nil: encoded as it is)
@@ -144,6 +161,7 @@ func makePlan(t reflect.Type, visiting map[reflect.Type]bool) *oobPlan {
 		sf := reflect.StructField{Name: f.Name, Type: f.Type, Tag: f.Tag}
 		if k := rawKindOf(f.Type); k != wire.RawNone {
 			of.kind, sf.Type, changed = k, oobRefType, true
+			sf.Tag, of.omitEmpty = omitEmptyTag(f.Tag)
 		} else if sub := makePlan(f.Type, visiting); sub != nil {
 			of.sub, sf.Type, changed = sub, sub.shadow, true
 			if sub.ptr {
@@ -254,7 +272,7 @@ func toShadow(dst, src reflect.Value, p *oobPlan, w *oobWriter) {
 		switch {
 		case f.kind != wire.RawNone:
 			var r oobRef
-			if !sf.IsNil() {
+			if !sf.IsNil() && !(f.omitEmpty && sf.Len() == 0) {
 				b := unsafe.Slice((*byte)(sf.UnsafePointer()), sf.Len()*int(sf.Type().Elem().Size()))
 				if len(b) < oobMin {
 					r = oobRef{form: refInline, value: sf.Interface()}

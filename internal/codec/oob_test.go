@@ -331,3 +331,30 @@ func TestOutOfBandIntoOtherTypes(t *testing.T) {
 		t.Fatalf("into a struct with an any field: %+v, %v", loose, err)
 	}
 }
+
+// Small slices encode exactly as plain CBOR does, omitempty included.
+func TestOutOfBandSmallAsPlain(t *testing.T) {
+	type tagged struct {
+		A  int
+		Ys []float32 `cbor:"ys,omitempty"`
+		Zs []int16   `json:"zs,omitempty"`
+		Ws []uint32
+	}
+	for _, v := range []tagged{
+		{A: 1},
+		{A: 2, Ys: []float32{}, Zs: []int16{}, Ws: []uint32{}},
+		{A: 3, Ys: []float32{1.5}, Zs: []int16{-1, 2}, Ws: []uint32{7}},
+	} {
+		m, err := Encode(nil, v)
+		if err != nil || m.RawKind != wire.RawNone {
+			t.Fatalf("%+v: raw kind %v, %v", v, m.RawKind, err)
+		}
+		plain, err := Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.CBOR, plain) {
+			t.Errorf("%+v: shadow CBOR %x, plain %x", v, m.CBOR, plain)
+		}
+	}
+}
