@@ -134,7 +134,8 @@ func TestOutOfBandBadReferences(t *testing.T) {
 		}
 		return b
 	}
-	raw := make([]byte, 64)
+	// 8-aligned, as wire.MakeRaw makes raw parts: a []byte of its own need not be.
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(make([]uint64, 8)))), 64)
 	cases := []struct {
 		name string
 		data []byte
@@ -150,7 +151,7 @@ func TestOutOfBandBadReferences(t *testing.T) {
 		{"no raw part", ref(wire.RawFloat32, 0, 1), nil, "not within"},
 		{"raw of another type", ref(wire.RawFloat32, 0, 1), []float64{1}, "where out-of-band slices were expected"},
 		{"inline of another type", []byte("\xa2eLabelaxbYs\x81ax"), nil, "cannot unmarshal"},
-		{"misaligned memory", ref(wire.RawFloat32, 0, 1), make([]byte, 9)[1:], "misaligned"},
+		{"misaligned memory", ref(wire.RawFloat32, 0, 1), misaligned(), "misaligned"},
 		{"two-field reference", []byte("\xa1bYs\xd9\x67\x6f\x82\x03\x00"), raw, "malformed"},
 		{"four-field reference", []byte("\xa1bYs\xd9\x67\x6f\x84\x03\x00\x01\x05"), raw, "malformed"},
 	}
@@ -168,6 +169,12 @@ func TestOutOfBandBadReferences(t *testing.T) {
 	if err := Decode(ref(wire.RawFloat32, 8, 3), raw, &out); err != nil || !reflect.DeepEqual(out.Ys, f) || cap(out.Ys) != 3 {
 		t.Fatalf("good reference: %v, %v", out.Ys, err)
 	}
+}
+
+// misaligned returns 16 bytes that start 1 byte past an 8-aligned address.
+func misaligned() []byte {
+	s := make([]uint64, 3)
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), 24)[1:17]
 }
 
 func unsafeBytes(f []float32) []byte {
