@@ -21,7 +21,9 @@ type Msg struct {
 	CBOR    []byte
 	RawKind RawKind
 	Raw     []byte
-	Flags   uint16
+	// Flags go into the frame's header, for the peer's Handler; FlagRing is the connection's
+	// own, and Send refuses a message that sets it.
+	Flags uint16
 	// RawValue is the typed slice Raw views, when the sender has it; it is not sent.
 	RawValue any
 }
