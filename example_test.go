@@ -163,3 +163,43 @@ func ExampleWorkerEnv() {
 	// GODIST_WORKER=1
 	// GODEBUG=gctrace=1,madvdontneed=0
 }
+
+// Grid is a struct with arrays, as programs pass them: its numeric slices cross as raw
+// bytes beside the struct's CBOR, not element by element.
+type Grid struct {
+	Name  string
+	Shape [2]int
+	Cells []float64
+}
+
+var smooth = dist.NewFunc("example.smooth", func(ctx context.Context, g Grid) (Grid, error) {
+	out := make([]float64, len(g.Cells))
+	for i := range g.Cells {
+		lo, hi := max(i-1, 0), min(i+1, len(g.Cells)-1)
+		out[i] = (g.Cells[lo] + g.Cells[i] + g.Cells[hi]) / 3
+	}
+	g.Name, g.Cells = g.Name+" (smoothed)", out
+	return g, nil
+})
+
+// Structs with large numeric slices move as fast as the slices alone: between processes of a
+// host, from 1 MiB on, through a shared-memory ring (see Cluster.Stats).
+func ExampleFunc_Call_arraysInStructs() {
+	ctx := context.Background()
+	c, err := dist.Start(ctx, dist.WithWorkers(1))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	g := Grid{Name: "heat", Shape: [2]int{1024, 1024}, Cells: make([]float64, 1024*1024)}
+	g.Cells[512*1024] = 3
+	for range 2 { // the first 8 MiB array offers the connection's ring; the second uses it
+		if g, err = smooth.Call(ctx, c, 2, g); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	fmt.Println(g.Name, g.Shape, g.Cells[512*1024-1], g.Cells[512*1024], g.Cells[512*1024+2])
+	// Output: heat (smoothed) (smoothed) [1024 1024] 0.6666666666666666 1 0.3333333333333333
+}
