@@ -65,9 +65,11 @@ func Encode(prefix []byte, v any) (wire.Msg, error) {
 	// Encoding after the prefix, in its spare capacity, spares a copy of the whole message.
 	buf := bytes.NewBuffer(prefix)
 	if p := planFor(reflect.TypeOf(v)); p != nil {
-		if raw, done, err := encodeOOB(buf, v, p); done {
-			return withRaw(wire.Msg{CBOR: buf.Bytes()}, raw), err
+		raw, err := encodeOOB(buf, v, p)
+		if err != nil {
+			return wire.Msg{}, err
 		}
+		return withRaw(wire.Msg{CBOR: buf.Bytes()}, raw), nil
 	}
 	if err := encMode.MarshalToBuffer(v, buf); err != nil {
 		return wire.Msg{}, fmt.Errorf("encode %T: %w", v, err)
@@ -94,13 +96,12 @@ func EncodeAppend(buf *bytes.Buffer, v any) (wire.Msg, error) {
 	}
 	start := buf.Len()
 	if p := planFor(reflect.TypeOf(v)); p != nil {
-		if raw, done, err := encodeOOB(buf, v, p); done {
-			if err != nil {
-				buf.Truncate(start)
-				return wire.Msg{}, err
-			}
-			return withRaw(wire.Msg{CBOR: buf.Bytes()[start:]}, raw), nil
+		raw, err := encodeOOB(buf, v, p)
+		if err != nil {
+			buf.Truncate(start)
+			return wire.Msg{}, err
 		}
+		return withRaw(wire.Msg{CBOR: buf.Bytes()[start:]}, raw), nil
 	}
 	if _, ok := v.(struct{}); ok {
 		buf.WriteByte(cborEmptyMap)

@@ -23,10 +23,10 @@ import (
 // Small slices stay in the CBOR, where they cost less than the reference. Plain CBOR of the
 // struct (EncodeAppend's, say) decodes through the shadow as well.
 //
-// Not shadowed, so encoded as before: struct types with embedded fields or a "_" field
-// (cbor's toarray), types with their own (un)marshaling methods, the fields by which a type
-// refers to itself, and numeric slices that are not directly fields of structs (in a slice of
-// structs, a map's values).
+// Shadows reach structs through pointers, slices, arrays and map values, at any depth. Not
+// shadowed, so encoded as before: struct types with embedded fields or a "_" field (cbor's
+// toarray), types with their own (un)marshaling methods, the fields by which a type refers to
+// itself, and numeric slices that are not fields of structs ([][]float64, map values).
 
 // oobTag is the CBOR tag of an out-of-band slice: [raw kind, offset, length in elements].
 const oobTag = 26479
@@ -34,18 +34,19 @@ const oobTag = 26479
 // oobMin is the size in bytes from which a slice goes out of band.
 const oobMin = 256
 
-// oobPlan says how a struct type and its shadow correspond.
+// oobPlan says how a type and its shadow correspond: a struct with numeric slice fields, or a
+// pointer, slice, array or map of such (elem), down to any depth.
 type oobPlan struct {
 	shadow reflect.Type
-	ptr    bool // the planned type is a pointer to the struct
-	fields []oobField
+	elem   *oobPlan   // pointer, slice, array, map: the plan of the element
+	fields []oobField // struct
 }
 
 type oobField struct {
 	src, dst  int          // field index in the struct and in its shadow
 	kind      wire.RawKind // a numeric slice, carried by an oobRef; else RawNone
 	omitEmpty bool         // the slice's tag says omitempty: an empty one is left out
-	sub       *oobPlan     // a struct or pointer to struct with a shadow of its own
+	sub       *oobPlan     // a field whose type has a shadow of its own
 }
 
 // omitEmptyTag returns the shadow's tag for a slice field with tag: cbor (like encoding/json)
@@ -66,7 +67,12 @@ var plans sync.Map // reflect.Type -> *oobPlan (nil: encoded as it is)
 
 // planFor returns the plan of t, nil if t is encoded as it is.
 func planFor(t reflect.Type) *oobPlan {
-	if t == nil || (t.Kind() != reflect.Struct && (t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct)) {
+	if t == nil {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Pointer, reflect.Slice, reflect.Array, reflect.Map:
+	default:
 		return nil
 	}
 	if p, ok := plans.Load(t); ok {
@@ -137,16 +143,34 @@ func rawKindOf(t reflect.Type) wire.RawKind {
 }
 
 func makePlan(t reflect.Type, visiting map[reflect.Type]bool) *oobPlan {
-	ptr := t.Kind() == reflect.Pointer
-	if ptr {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct || visiting[t] || ownCoding(t) {
+	if visiting[t] || ownCoding(t) {
 		return nil
 	}
 	visiting[t] = true
 	defer delete(visiting, t)
-	p := &oobPlan{ptr: ptr}
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Array, reflect.Map:
+		e := makePlan(t.Elem(), visiting)
+		if e == nil {
+			return nil
+		}
+		p := &oobPlan{elem: e}
+		switch t.Kind() {
+		case reflect.Pointer:
+			p.shadow = reflect.PointerTo(e.shadow)
+		case reflect.Slice:
+			p.shadow = reflect.SliceOf(e.shadow)
+		case reflect.Array:
+			p.shadow = reflect.ArrayOf(t.Len(), e.shadow)
+		case reflect.Map:
+			p.shadow = reflect.MapOf(t.Key(), e.shadow)
+		}
+		return p
+	case reflect.Struct:
+	default:
+		return nil
+	}
+	p := &oobPlan{}
 	var fields []reflect.StructField
 	changed := false
 	for i := range t.NumField() {
@@ -164,9 +188,6 @@ func makePlan(t reflect.Type, visiting map[reflect.Type]bool) *oobPlan {
 			sf.Tag, of.omitEmpty = omitEmptyTag(f.Tag)
 		} else if sub := makePlan(f.Type, visiting); sub != nil {
 			of.sub, sf.Type, changed = sub, sub.shadow, true
-			if sub.ptr {
-				sf.Type = reflect.PointerTo(sub.shadow)
-			}
 		}
 		p.fields = append(p.fields, of)
 		fields = append(fields, sf)
@@ -265,8 +286,40 @@ func (w *oobWriter) bytes() []byte {
 	return out
 }
 
-// toShadow fills dst, a value of p's shadow struct, from src, a value of the planned struct.
+// toShadow fills dst, a value of p's shadow type, from src, a value of the planned type.
 func toShadow(dst, src reflect.Value, p *oobPlan, w *oobWriter) {
+	switch src.Kind() {
+	case reflect.Pointer:
+		if !src.IsNil() {
+			v := reflect.New(p.elem.shadow)
+			toShadow(v.Elem(), src.Elem(), p.elem, w)
+			dst.Set(v)
+		}
+		return
+	case reflect.Slice:
+		if !src.IsNil() {
+			dst.Set(reflect.MakeSlice(p.shadow, src.Len(), src.Len()))
+			for i := range src.Len() {
+				toShadow(dst.Index(i), src.Index(i), p.elem, w)
+			}
+		}
+		return
+	case reflect.Array:
+		for i := range src.Len() {
+			toShadow(dst.Index(i), src.Index(i), p.elem, w)
+		}
+		return
+	case reflect.Map:
+		if !src.IsNil() {
+			dst.Set(reflect.MakeMapWithSize(p.shadow, src.Len()))
+			for it := src.MapRange(); it.Next(); {
+				v := reflect.New(p.elem.shadow).Elem()
+				toShadow(v, it.Value(), p.elem, w)
+				dst.SetMapIndex(it.Key(), v)
+			}
+		}
+		return
+	}
 	for _, f := range p.fields {
 		sf, df := src.Field(f.src), dst.Field(f.dst)
 		switch {
@@ -281,12 +334,6 @@ func toShadow(dst, src reflect.Value, p *oobPlan, w *oobWriter) {
 				}
 			}
 			df.Set(reflect.ValueOf(r))
-		case f.sub != nil && f.sub.ptr:
-			if !sf.IsNil() {
-				v := reflect.New(f.sub.shadow)
-				toShadow(v.Elem(), sf.Elem(), f.sub, w)
-				df.Set(v)
-			}
 		case f.sub != nil:
 			toShadow(df, sf, f.sub, w)
 		default:
@@ -295,9 +342,55 @@ func toShadow(dst, src reflect.Value, p *oobPlan, w *oobWriter) {
 	}
 }
 
-// fromShadow fills dst, a value of the planned struct, from src, its shadow as decoded; the
+// fromShadow fills dst, a value of the planned type, from src, its shadow as decoded; the
 // slices that came out of band are made over raw.
 func fromShadow(dst, src reflect.Value, p *oobPlan, raw []byte) error {
+	switch dst.Kind() {
+	case reflect.Pointer:
+		if src.IsNil() {
+			dst.SetZero()
+			return nil
+		}
+		v := reflect.New(dst.Type().Elem())
+		if err := fromShadow(v.Elem(), src.Elem(), p.elem, raw); err != nil {
+			return err
+		}
+		dst.Set(v)
+		return nil
+	case reflect.Slice:
+		if src.IsNil() {
+			dst.SetZero()
+			return nil
+		}
+		dst.Set(reflect.MakeSlice(dst.Type(), src.Len(), src.Len()))
+		for i := range src.Len() {
+			if err := fromShadow(dst.Index(i), src.Index(i), p.elem, raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Array:
+		for i := range src.Len() {
+			if err := fromShadow(dst.Index(i), src.Index(i), p.elem, raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Map:
+		if src.IsNil() {
+			dst.SetZero()
+			return nil
+		}
+		dst.Set(reflect.MakeMapWithSize(dst.Type(), src.Len()))
+		for it := src.MapRange(); it.Next(); {
+			v := reflect.New(dst.Type().Elem()).Elem()
+			if err := fromShadow(v, it.Value(), p.elem, raw); err != nil {
+				return err
+			}
+			dst.SetMapIndex(it.Key(), v)
+		}
+		return nil
+	}
 	for _, f := range p.fields {
 		sf, df := src.Field(f.dst), dst.Field(f.src)
 		switch {
@@ -317,16 +410,6 @@ func fromShadow(dst, src reflect.Value, p *oobPlan, raw []byte) error {
 				}
 				df.Set(s)
 			}
-		case f.sub != nil && f.sub.ptr:
-			if sf.IsNil() {
-				df.SetZero()
-				continue
-			}
-			v := reflect.New(df.Type().Elem())
-			if err := fromShadow(v.Elem(), sf.Elem(), f.sub, raw); err != nil {
-				return err
-			}
-			df.Set(v)
 		case f.sub != nil:
 			if err := fromShadow(df, sf, f.sub, raw); err != nil {
 				return err
@@ -361,23 +444,15 @@ func sliceOver(t reflect.Type, want wire.RawKind, r oobRef, raw []byte) (reflect
 }
 
 // encodeOOB writes the CBOR of v, whose type has plan p, to buf and returns the raw part (nil
-// if no slice went out of band). It reports false, having written nothing, for a nil pointer,
-// which encodes as it is.
-func encodeOOB(buf *bytes.Buffer, v any, p *oobPlan) ([]byte, bool, error) {
-	src := reflect.ValueOf(v)
-	if p.ptr {
-		if src.IsNil() {
-			return nil, false, nil
-		}
-		src = src.Elem()
-	}
+// if no slice went out of band).
+func encodeOOB(buf *bytes.Buffer, v any, p *oobPlan) ([]byte, error) {
 	var w oobWriter
 	sv := reflect.New(p.shadow).Elem()
-	toShadow(sv, src, p, &w)
+	toShadow(sv, reflect.ValueOf(v), p, &w)
 	if err := encMode.MarshalToBuffer(sv.Interface(), buf); err != nil {
-		return nil, true, fmt.Errorf("encode %T: %w", v, err)
+		return nil, fmt.Errorf("encode %T: %w", v, err)
 	}
-	return w.bytes(), true, nil
+	return w.bytes(), nil
 }
 
 // decodeOOB is Decode for a pointer to a value whose type has a plan.
@@ -390,21 +465,10 @@ func decodeOOB(data []byte, raw any, v any, p *oobPlan) error {
 		return fmt.Errorf("decode %T: empty message", v)
 	}
 	sv := reflect.New(p.shadow)
-	dst := reflect.ValueOf(v).Elem()
-	if p.ptr {
-		if len(data) == 1 && data[0] == 0xf6 {
-			dst.SetZero()
-			return nil
-		}
-		if dst.IsNil() {
-			dst.Set(reflect.New(dst.Type().Elem()))
-		}
-		dst = dst.Elem()
-	}
 	if err := decMode.Unmarshal(data, sv.Interface()); err != nil {
 		return decodeFailure(v, err)
 	}
-	if err := fromShadow(dst, sv.Elem(), p, rb); err != nil {
+	if err := fromShadow(reflect.ValueOf(v).Elem(), sv.Elem(), p, rb); err != nil {
 		return fmt.Errorf("decode %T: %w", v, err)
 	}
 	return nil

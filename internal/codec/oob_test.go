@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -365,3 +366,48 @@ func TestOutOfBandSmallAsPlain(t *testing.T) {
 		}
 	}
 }
+
+// Structs reached through slices, arrays, maps and pointers have their slices out of band
+// too, at the top level or inside other values.
+func TestOutOfBandThroughContainers(t *testing.T) {
+	type holder struct {
+		Items []oobInner
+		Pair  [2]oobInner
+		ByKey map[string]*oobInner
+		None  []oobInner
+	}
+	item := func(i int) oobInner {
+		ys := make([]float32, 300)
+		ys[299] = float32(i)
+		return oobInner{Label: fmt.Sprint(i), Ys: ys}
+	}
+	h := holder{
+		Items: []oobInner{item(1), item(2), {Label: "small", Ys: []float32{1}}},
+		Pair:  [2]oobInner{item(3), item(4)},
+		ByKey: map[string]*oobInner{"five": ptrTo(item(5)), "nil": nil},
+	}
+	got, m := roundTrip(t, h)
+	if !reflect.DeepEqual(got, h) {
+		t.Fatalf("round trip changed the holder:\n got %+v\nwant %+v", got, h)
+	}
+	if m.RawKind != wire.RawBytes || len(m.Raw) < 5*1200 {
+		t.Fatalf("holder: %d raw bytes of kind %v, want its five large slices", len(m.Raw), m.RawKind)
+	}
+	top := []oobInner{item(6), item(7)}
+	gotTop, m := roundTrip(t, top)
+	if !reflect.DeepEqual(gotTop, top) || len(m.Raw) < 2*1200 {
+		t.Fatalf("top-level slice of structs: %d raw bytes", len(m.Raw))
+	}
+	var nilTop []oobInner
+	if gotNil, _ := roundTrip(t, nilTop); gotNil != nil {
+		t.Fatal("nil slice of structs came back non-nil")
+	}
+	// Numeric slices that are not fields of a struct stay CBOR.
+	for _, v := range []any{[][]float64{{1}}, map[string][]float64{"a": {1}}, []int{1}} {
+		if planFor(reflect.TypeOf(v)) != nil {
+			t.Errorf("%T has a plan", v)
+		}
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
