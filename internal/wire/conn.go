@@ -830,12 +830,7 @@ func (w *writer) write(hdr, cbor, raw []byte, mode int) error {
 		w.mu.Unlock()
 		return err
 	}
-	if w.tail == nil {
-		w.tail = w.spare[:0]
-		w.spare = nil
-	}
-	w.tail = append(w.tail, hdr...)
-	w.tail = append(w.tail, cbor...)
+	w.appendHead(hdr, cbor)
 	byRef := len(raw) > copyThreshold
 	if byRef {
 		w.bufs = append(w.bufs, w.tail, raw)
@@ -875,6 +870,16 @@ func (w *writer) write(hdr, cbor, raw []byte, mode int) error {
 	return w.flushLocked()
 }
 
+// appendHead queues a frame's header and CBOR part in the owned buffer. w.mu is held.
+func (w *writer) appendHead(hdr, cbor []byte) {
+	if w.tail == nil {
+		w.tail = w.spare[:0]
+		w.spare = nil
+	}
+	w.tail = append(w.tail, hdr...)
+	w.tail = append(w.tail, cbor...)
+}
+
 // writeRing writes a frame whose raw part goes through ring r: the header and CBOR part on
 // the stream, after everything queued before them, then the raw part into the ring. Nothing
 // else is written to the stream in between: the receiver reads the stream no further until it
@@ -889,12 +894,7 @@ func (w *writer) writeRing(hdr, cbor, raw []byte, r *ring, abort func() error) e
 		w.mu.Unlock()
 		return err
 	}
-	if w.tail == nil {
-		w.tail = w.spare[:0]
-		w.spare = nil
-	}
-	w.tail = append(w.tail, hdr...)
-	w.tail = append(w.tail, cbor...)
+	w.appendHead(hdr, cbor)
 	w.flushing = true
 	w.flushBatch()
 	if w.err == nil {

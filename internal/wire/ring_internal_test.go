@@ -6,8 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -111,34 +109,6 @@ func TestRingAbortAndClose(t *testing.T) {
 	}
 }
 
-// unixPairInternal returns the two ends of a unix socket, closed when the test ends.
-func unixPairInternal(t *testing.T) (a, b net.Conn) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "wr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	ln, err := net.Listen("unix", filepath.Join(dir, "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	if b, err = net.Dial("unix", ln.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
-	if a = <-ch; a == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
-
 func writeFrame(t *testing.T, w net.Conn, h Header, raw []byte) {
 	t.Helper()
 	var hb [HeaderSize]byte
@@ -152,7 +122,7 @@ func writeFrame(t *testing.T, w net.Conn, h Header, raw []byte) {
 // The receiving process dies in the middle of a raw part: the sender, waiting for slots
 // that will never be emptied, fails and its connection ends, promptly.
 func TestRingReceiverDiesMidTransfer(t *testing.T) {
-	na, peer := unixPairInternal(t)
+	na, peer := UnixPair(t)
 	c := NewConn(na, DefaultLimits, func(*Conn, *Frame) {}, nil)
 	defer c.Close()
 	peer.SetDeadline(time.Now().Add(10 * time.Second))
@@ -212,7 +182,7 @@ func TestRingReceiverDiesMidTransfer(t *testing.T) {
 // The sending process dies in the middle of a raw part: the receiver, waiting for slots that
 // will never be filled, ends the connection with a truncation error, promptly.
 func TestRingSenderDiesMidTransfer(t *testing.T) {
-	na, peer := unixPairInternal(t)
+	na, peer := UnixPair(t)
 	closed := make(chan error, 1)
 	c := NewConn(na, DefaultLimits, func(*Conn, *Frame) {}, func(err error) { closed <- err })
 	defer c.Close()
@@ -316,7 +286,7 @@ func TestRingBadOffers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			na, peer := unixPairInternal(t)
+			na, peer := UnixPair(t)
 			c := NewConn(na, DefaultLimits, func(*Conn, *Frame) {}, nil)
 			defer c.Close()
 			peer.SetDeadline(time.Now().Add(10 * time.Second))
@@ -342,7 +312,7 @@ func TestRingBadOffers(t *testing.T) {
 		})
 	}
 	// A good offer after a refused one is refused too: one offer per connection.
-	na, peer := unixPairInternal(t)
+	na, peer := UnixPair(t)
 	c := NewConn(na, DefaultLimits, func(*Conn, *Frame) {}, nil)
 	defer c.Close()
 	peer.SetDeadline(time.Now().Add(10 * time.Second))
