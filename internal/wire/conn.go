@@ -94,9 +94,10 @@ type Conn struct {
 
 	w writer
 
-	rings    ringState
-	abortOut func() error // asked by a transfer into the ring that must wait (see ring.put)
-	abortIn  func() error // asked by a transfer out of the peer's ring that must wait
+	rings ringState
+	// ringAbortFn is ringAbort made once: a transfer through a ring that must wait asks it
+	// (see ring.put), and a method value made per transfer would cost an allocation.
+	ringAbortFn func() error
 }
 
 // ringState is a connection's use of shared-memory rings (see ring.go).
@@ -138,8 +139,7 @@ func NewConn(nc net.Conn, lim Limits, h Handler, onClose func(error)) *Conn {
 		b.SetWriteBuffer(socketBuffer)
 	}
 	c.w.init(nc)
-	c.abortOut = func() error { return c.ringAbort() }
-	c.abortIn = func() error { return c.ringAbort() }
+	c.ringAbortFn = c.ringAbort
 	mon.add(c)
 	go c.readLoop()
 	go c.flushLoop()
@@ -741,7 +741,7 @@ func (c *Conn) Send(kind Kind, id uint64, m Msg) error {
 		if c.rings.outOK.Load() {
 			var hb [HeaderSize]byte
 			PutHeader(hb[:], Header{CBORLen: uint32(len(m.CBOR)), RawLen: uint64(len(m.Raw)), Kind: kind, Raw: m.RawKind, Flags: m.Flags | FlagRing, ID: id})
-			return c.w.writeRing(hb[:], m.CBOR, m.Raw, c.rings.out.Load(), c.abortOut)
+			return c.w.writeRing(hb[:], m.CBOR, m.Raw, c.rings.out.Load(), c.ringAbortFn)
 		}
 		c.offerRing()
 	}

@@ -369,7 +369,7 @@ func (c *Conn) ringRaw(dst []byte) error {
 	if r == nil {
 		return fmt.Errorf("%w: raw part announced through a shared-memory ring that was never set up", ErrFrame)
 	}
-	return r.get(dst, c.abortIn)
+	return r.get(dst, c.ringAbortFn)
 }
 
 // ringAbort is asked by a transfer through a ring before it sleeps: the transfer ends when the
