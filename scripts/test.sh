@@ -41,9 +41,12 @@ for pkg in . ./internal/wire ./internal/codec ./script; do
   for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
     # A failing input the fuzzer found fails at once. A run that failed without one (the
     # fuzzing engine losing a worker process on a loaded machine) is tried once more.
+    # Minimizing a newly interesting input may take a worker up to a minute by default,
+    # during which it reports nothing: with 5 s to run, the engine then gives up with
+    # "context deadline exceeded". Seen on FuzzParseRingOffer; 1000 tries bound it.
     ok=0
     for attempt in 1 2; do
-      if go test -run '^$' -fuzz "^${target}\$" -fuzztime 5s "$pkg" >"$fuzzlog" 2>&1; then
+      if go test -run '^$' -fuzz "^${target}\$" -fuzztime 5s -fuzzminimizetime 1000x "$pkg" >"$fuzzlog" 2>&1; then
         ok=1; break
       fi
       if grep -q "Failing input written to" "$fuzzlog"; then break; fi
