@@ -1,0 +1,86 @@
+package dist
+
+import (
+	"context"
+	"os"
+	"sync"
+
+	"github.com/godist/dist/internal/wire"
+)
+
+// Close ends the cluster. In the driver it stops every worker (politely, then by force) and
+// returns once they have exited; nothing is left running. Close is idempotent.
+func (c *Cluster) Close() error {
+	if !c.driver {
+		return ErrNotDriver
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	err := c.RmProcs(context.Background(), c.realWorkers()...)
+	c.shutdown()
+	currentMu.Lock()
+	if current == c {
+		current = nil
+	}
+	currentMu.Unlock()
+	if c.sockDir != "" {
+		os.RemoveAll(c.sockDir)
+	}
+	return err
+}
+
+// shutdown closes every connection and listener and waits for background goroutines.
+func (c *Cluster) shutdown() {
+	c.mu.Lock()
+	c.closed = true
+	lns := c.lns
+	conns := make([]*wire.Conn, 0, len(c.conns))
+	for cn := range c.conns {
+		conns = append(conns, cn)
+	}
+	c.mu.Unlock()
+	c.cancel()
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for _, cn := range conns {
+		cn.Close()
+	}
+	c.drops.stop()
+	c.bg.closeAndWait()
+}
+
+// tracker counts the cluster's background goroutines and handlers so that shutdown can wait
+// for them. Once it is closed it refuses new ones: a WaitGroup must not be added to while a
+// Wait on it may be running.
+type tracker struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// add registers one more goroutine; false means the cluster is shutting down and the work must
+// not start.
+func (t *tracker) add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Add(1)
+	return true
+}
+
+func (t *tracker) done() { t.wg.Done() }
+
+// closeAndWait refuses new goroutines and waits for the registered ones.
+func (t *tracker) closeAndWait() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.wg.Wait()
+}

@@ -1,0 +1,151 @@
+package dist
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/godist/dist/internal/wire"
+)
+
+// connTo returns the connection to pid, dialling it on first use.
+func (c *Cluster) connTo(ctx context.Context, pid int) (*wire.Conn, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errors.New("dist: cluster is closed")
+	}
+	p := c.peers[pid]
+	c.mu.Unlock()
+	if p == nil && !c.driver && pid > 1 {
+		// The driver's announcement may still be on its way: ask.
+		if err := c.lookupPeer(ctx, pid); err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		p = c.peers[pid]
+		c.mu.Unlock()
+	}
+	if p == nil {
+		return nil, &ProcessExitedError{Pid: pid, Cause: errors.New("no such process in the cluster")}
+	}
+	p.mu.Lock()
+	for {
+		if p.gone != nil {
+			err := p.gone
+			p.mu.Unlock()
+			return nil, &ProcessExitedError{Pid: pid, Cause: err}
+		}
+		if p.conn != nil {
+			conn := p.conn
+			p.mu.Unlock()
+			return conn, nil
+		}
+		if p.dialing != nil {
+			wait := p.dialing
+			p.mu.Unlock()
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			p.mu.Lock()
+			continue
+		}
+		if p.info.NoLink {
+			p.mu.Unlock()
+			return nil, c.topologyError(pid)
+		}
+		if p.info.Addr == "" {
+			p.mu.Unlock()
+			return nil, &ProcessExitedError{Pid: pid, Cause: errors.New("its address is not known here")}
+		}
+		p.dialing = make(chan struct{})
+		info := p.info
+		p.mu.Unlock()
+		conn, err := c.dialPeer(ctx, info)
+		p.mu.Lock()
+		close(p.dialing)
+		p.dialing = nil
+		if err != nil {
+			p.mu.Unlock()
+			return nil, &ProcessExitedError{Pid: pid, Cause: err}
+		}
+		if p.conn == nil {
+			p.conn = conn
+		}
+	}
+}
+
+// lookupPeer (worker) asks the driver where pid listens and records the answer.
+func (c *Cluster) lookupPeer(ctx context.Context, pid int) error {
+	fr, err := c.call(ctx, 1, callHeader{Fn: fnLookupFor}, pid)
+	if err != nil {
+		return err
+	}
+	info, err := decodeReply[peerInfo](fnLookupFor, fr)
+	if err != nil {
+		return &ProcessExitedError{Pid: pid, Cause: err}
+	}
+	c.applyPeers(peersUpdate{Add: []peerInfo{info}})
+	return nil
+}
+
+// dialPeer connects to another worker and introduces this process.
+func (c *Cluster) dialPeer(ctx context.Context, info peerInfo) (*wire.Conn, error) {
+	conn, err := c.dial(ctx, info.Network, info.Addr, info.Pid)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.encodeCall(ctx, callHeader{Fn: fnHello}, c.MyID())
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	fr, err := conn.Call(ctx, m)
+	if err == nil && fr.Kind == wire.KindError {
+		_, err = decodeReply[struct{}](fnHello, fr)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("introducing ourselves to process %d: %w", info.Pid, err)
+	}
+	return conn, nil
+}
+
+// dial opens an authenticated connection to addr (TLS first for TCP when the cluster has it,
+// then the cookie handshake), within the connect timeout; pid is the process expected there.
+func (c *Cluster) dial(ctx context.Context, network, addr string, pid int) (*wire.Conn, error) {
+	timeout := c.cfg.connTimeout
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	fail := func(stage string, err error) error {
+		if ctx.Err() == nil && (dctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+			return fmt.Errorf("%w: %s %s not connected within %v (%s: %v)", ErrConnectTimeout, network, addr, timeout, stage, err)
+		}
+		return fmt.Errorf("%s %s %s: %w", stage, network, addr, err)
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(dctx, network, addr)
+	if err != nil {
+		return nil, fail("dial", err)
+	}
+	if network == "tcp" && c.cfg.tls != nil {
+		tc := tls.Client(nc, c.cfg.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, fail("TLS handshake", err)
+		}
+		nc = tc
+	}
+	dl, _ := dctx.Deadline()
+	if err := wire.Dial(nc, c.cookie, time.Until(dl)); err != nil {
+		nc.Close()
+		return nil, fail("cookie handshake", err)
+	}
+	return c.serveConn(nc, pid), nil
+}
