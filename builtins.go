@@ -13,22 +13,24 @@ import (
 // Names of the functions the runtime itself registers. They start with '_' so that they never
 // clash with user functions.
 const (
-	fnHello   = "_dist.hello"
-	fnJoin    = "_dist.join"
-	fnPeers   = "_dist.peers"
-	fnExit    = "_dist.exit"
-	fnDrop    = "_dist.drop"
-	fnGrow    = "_dist.grow"
-	fnFetch   = "_dist.fetch"
-	fnReady   = "_dist.ready"
-	fnChNew   = "_dist.ch.new"
-	fnChPut   = "_dist.ch.put"
-	fnChTake  = "_dist.ch.take"
-	fnChFetch = "_dist.ch.fetch"
-	fnChReady = "_dist.ch.ready"
-	fnChClose = "_dist.ch.close"
-	fnPing    = "_dist.ping"
-	fnLookup  = "_dist.lookup"
+	fnHello     = "_dist.hello"
+	fnJoin      = "_dist.join"
+	fnMembers   = "_dist.members"
+	fnFollow    = "_dist.follow"
+	fnPeerAlive = "_dist.peer.alive"
+	fnExit      = "_dist.exit"
+	fnDrop      = "_dist.drop"
+	fnGrow      = "_dist.grow"
+	fnFetch     = "_dist.fetch"
+	fnReady     = "_dist.ready"
+	fnChNew     = "_dist.ch.new"
+	fnChPut     = "_dist.ch.put"
+	fnChTake    = "_dist.ch.take"
+	fnChFetch   = "_dist.ch.fetch"
+	fnChReady   = "_dist.ch.ready"
+	fnChClose   = "_dist.ch.close"
+	fnPing      = "_dist.ping"
+	fnLookup    = "_dist.lookup"
 )
 
 // builtin registers a runtime function with a typed argument and result.
@@ -65,15 +67,27 @@ func rawBuiltin(name string, fn func(ctx context.Context, c *Cluster, fr *wire.F
 var exitOnce sync.Once
 
 func init() {
-	builtin(fnHello, func(ctx context.Context, c *Cluster, pid int) (struct{}, error) {
-		return struct{}{}, c.handleHello(ctx, pid)
+	builtin(fnHello, func(ctx context.Context, c *Cluster, pid int) (bool, error) {
+		return c.handleHello(ctx, pid)
 	})
 	builtin(fnJoin, func(ctx context.Context, c *Cluster, req joinReq) (joinReply, error) {
 		return c.handleJoin(ctx, req)
 	})
-	builtin(fnPeers, func(ctx context.Context, c *Cluster, u peersUpdate) (struct{}, error) {
-		c.applyPeers(u)
+	builtin(fnMembers, func(ctx context.Context, c *Cluster, u membersUpdate) (struct{}, error) {
+		c.applyMembers(u)
 		return struct{}{}, nil
+	})
+	builtin(fnFollow, func(ctx context.Context, c *Cluster, _ struct{}) (membersUpdate, error) {
+		if !c.driver {
+			return membersUpdate{}, errors.New("only the driver keeps the membership")
+		}
+		return c.follow(CallerPid(ctx)), nil
+	})
+	builtin(fnPeerAlive, func(ctx context.Context, c *Cluster, pid int) (bool, error) {
+		if !c.driver {
+			return false, errors.New("only the driver keeps the membership")
+		}
+		return c.peerAlive(ctx, pid), nil
 	})
 	builtin(fnExit, func(ctx context.Context, c *Cluster, _ struct{}) (struct{}, error) {
 		if c.driver {

@@ -2,9 +2,10 @@ package dist
 
 import (
 	"context"
-	"github.com/godist/dist/internal/wire"
 	"slices"
 	"sync"
+
+	"github.com/godist/dist/internal/wire"
 )
 
 // chanItem is one value in a remote channel, kept encoded: the owner never needs its type.

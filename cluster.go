@@ -33,7 +33,6 @@ type Cluster struct {
 	cancel context.CancelFunc
 	bg     tracker
 
-	joinMu  sync.Mutex // driver: serialises membership announcements
 	mu      sync.Mutex
 	peers   map[int]*peer
 	conns   map[*wire.Conn]*connState
@@ -42,6 +41,8 @@ type Cluster struct {
 	closed  bool
 	lns     []net.Listener
 
+	roster  roster     // driver: the workers that follow the membership
+	view    memberView // worker: the membership, once something asked for it
 	refs    refTable
 	drops   dropBatcher
 	subs    subscribers
@@ -72,7 +73,9 @@ type peer struct {
 	proc     Process // driver only: the launched process
 	mu       sync.Mutex
 	conn     *wire.Conn
-	dialing  chan struct{}
+	connOut  bool          // conn is the one this process dialled
+	dialing  chan struct{} // closed when a dial in progress ends
+	adopted  chan struct{} // closed when a connection from the peer is registered
 	gone     error
 	exiting  bool  // driver: asked to exit by RmProcs, which reaps it
 	reported bool  // driver: its Exited event was published
@@ -186,8 +189,15 @@ func newCluster(cfg config, cookie []byte, driver bool) *Cluster {
 // MyID returns this process's pid: 1 in the driver.
 func (c *Cluster) MyID() int { return int(c.me.Load()) }
 
-// Procs returns the pids of all processes of the cluster, the driver included, ascending.
+// Procs returns the pids of all processes of the cluster, the driver included, ascending. In
+// a worker, the first call asks the driver (bounded by the connect timeout); from then on the
+// driver keeps the worker informed, so later calls answer at once.
 func (c *Cluster) Procs() []int {
+	if !c.driver {
+		if pids, ok := c.members(); ok {
+			return pids
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pids := []int{c.MyID()}

@@ -12,7 +12,8 @@ import (
 	"github.com/godist/dist/internal/wire"
 )
 
-// connTo returns the connection to pid, dialling it on first use.
+// connTo returns the connection to pid, dialling it on first use. A worker asks the driver
+// where a peer listens the first time it needs it.
 func (c *Cluster) connTo(ctx context.Context, pid int) (*wire.Conn, error) {
 	c.mu.Lock()
 	if c.closed {
@@ -21,8 +22,7 @@ func (c *Cluster) connTo(ctx context.Context, pid int) (*wire.Conn, error) {
 	}
 	p := c.peers[pid]
 	c.mu.Unlock()
-	if p == nil && !c.driver && pid > 1 {
-		// The driver's announcement may still be on its way: ask.
+	if !c.driver && pid > 1 && (p == nil || p.unresolved()) {
 		if err := c.lookupPeer(ctx, pid); err != nil {
 			return nil, err
 		}
@@ -45,8 +45,7 @@ func (c *Cluster) connTo(ctx context.Context, pid int) (*wire.Conn, error) {
 			p.mu.Unlock()
 			return conn, nil
 		}
-		if p.dialing != nil {
-			wait := p.dialing
+		if wait := p.dialing; wait != nil {
 			p.mu.Unlock()
 			select {
 			case <-wait:
@@ -71,14 +70,62 @@ func (c *Cluster) connTo(ctx context.Context, pid int) (*wire.Conn, error) {
 		p.mu.Lock()
 		close(p.dialing)
 		p.dialing = nil
+		if errors.Is(err, errCrossedDial) {
+			if err := p.awaitAdoption(ctx, c.cfg.connTimeout); err != nil {
+				p.mu.Unlock()
+				return nil, &ProcessExitedError{Pid: pid, Cause: err}
+			}
+			continue
+		}
 		if err != nil {
 			p.mu.Unlock()
 			return nil, &ProcessExitedError{Pid: pid, Cause: err}
 		}
 		if p.conn == nil {
-			p.conn = conn
+			p.conn, p.connOut = conn, true
 		}
 	}
+}
+
+// unresolved reports whether a worker knows too little of p to reach it: it knows of it only
+// from a connection p made, which has ended.
+func (p *peer) unresolved() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gone == nil && p.conn == nil && p.dialing == nil && p.info.Addr == ""
+}
+
+// errCrossedDial is the answer to an introduction on a connection that crossed one the other
+// process is making to this one: the lower pid's connection is kept, so that two workers that
+// dial each other at the same moment end with one connection between them.
+var errCrossedDial = errors.New("dist: crossed dials: the other side's connection is kept")
+
+// awaitAdoption waits, with p.mu held (released while waiting), until the connection the
+// other process made to this one is registered, or d passes.
+func (p *peer) awaitAdoption(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for p.conn == nil && p.gone == nil {
+		if p.adopted == nil {
+			p.adopted = make(chan struct{})
+		}
+		wait := p.adopted
+		p.mu.Unlock()
+		select {
+		case <-wait:
+		case <-t.C:
+			p.mu.Lock()
+			if p.conn == nil && p.gone == nil {
+				return fmt.Errorf("crossed dials: the connection from process %d did not arrive within %v", p.info.Pid, d)
+			}
+			return nil
+		case <-ctx.Done():
+			p.mu.Lock()
+			return ctx.Err()
+		}
+		p.mu.Lock()
+	}
+	return nil
 }
 
 // lookupPeer (worker) asks the driver where pid listens and records the answer.
@@ -89,9 +136,15 @@ func (c *Cluster) lookupPeer(ctx context.Context, pid int) error {
 	}
 	info, err := decodeReply[peerInfo](fnLookupFor, fr)
 	if err != nil {
+		// The driver's answer is the cause, not a failure of a function on the driver:
+		// kept as a RemoteError it would hide, across further hops, which process exited.
+		var re *RemoteError
+		if errors.As(err, &re) {
+			err = fmt.Errorf("the driver says: %s", re.Msg)
+		}
 		return &ProcessExitedError{Pid: pid, Cause: err}
 	}
-	c.applyPeers(peersUpdate{Add: []peerInfo{info}})
+	c.rememberPeer(info)
 	return nil
 }
 
@@ -107,8 +160,12 @@ func (c *Cluster) dialPeer(ctx context.Context, info peerInfo) (*wire.Conn, erro
 		return nil, err
 	}
 	fr, err := conn.Call(ctx, m)
-	if err == nil && fr.Kind == wire.KindError {
-		_, err = decodeReply[struct{}](fnHello, fr)
+	if err == nil {
+		var crossed bool
+		if crossed, err = decodeReply[bool](fnHello, fr); err == nil && crossed {
+			conn.Close()
+			return nil, errCrossedDial
+		}
 	}
 	if err != nil {
 		conn.Close()

@@ -147,8 +147,7 @@ func (c *Cluster) Cookie() string { return string(c.cookie) }
 // watch it.
 func (c *Cluster) Done() <-chan struct{} { return c.ctx.Done() }
 
-// join connects to a launched worker, gives it the next pid and the membership, and tells
-// the other workers about it.
+// join connects to a launched worker and gives it the next pid.
 func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
 	if cp, ok := p.(interface{ SetOutput(OutputFunc) }); ok {
 		cp.SetOutput(c.printLine)
@@ -191,32 +190,12 @@ func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
 		return 0, fmt.Errorf("dist: worker at %s refused to join: %w", addr, err)
 	}
 	info := peerInfo{Pid: pid, Network: network, Addr: addr, Host: rep.Host, OSPid: rep.OSPid}
-	// Joins are announced one at a time, so that of two workers joining together each learns
-	// of the other: the new one gets everybody, everybody else gets the new one.
-	c.joinMu.Lock()
+	// Nobody else is told: workers learn of each other when they first call each other, and
+	// the ones that follow the membership are told in one list per batch of changes.
 	c.mu.Lock()
 	c.peers[pid] = &peer{info: info, proc: p, conn: conn}
-	var all []peerInfo
-	for _, q := range c.peers {
-		q.mu.Lock()
-		if q.gone == nil {
-			all = append(all, q.info)
-		}
-		q.mu.Unlock()
-	}
 	c.mu.Unlock()
-	// Each side learns of the other with the link the topology gives the pair.
-	tell := make([]peerInfo, len(all))
-	for i, q := range all {
-		tell[i] = c.infoFor(info, q)
-	}
-	c.send(ctx, pid, callHeader{Fn: fnPeers}, peersUpdate{Add: tell})
-	for _, q := range all {
-		if q.Pid != pid {
-			c.send(c.ctx, q.Pid, callHeader{Fn: fnPeers}, peersUpdate{Add: []peerInfo{c.infoFor(q, info)}})
-		}
-	}
-	c.joinMu.Unlock()
+	c.membersChanged()
 	p.SetPid(pid)
 	c.publish(Event{Kind: Joined, Pid: pid})
 	// A worker that dies without its connection noticing (it never does on one host, but a

@@ -137,6 +137,8 @@ func (c *Cluster) SubscribeLifecycle(fn func(Event)) (unsubscribe func()) {
 }
 
 func (c *Cluster) subscribe(s subscriber) func() {
+	// A worker follows the membership only once something wants to know of its changes.
+	c.followLater()
 	c.subs.mu.Lock()
 	defer c.subs.mu.Unlock()
 	if c.subs.fns == nil {

@@ -11,20 +11,25 @@ type ProcInfo struct {
 	Addr    string // where it accepts connections
 }
 
-// ProcInfo returns what this process knows about pid, and whether pid is a live member.
+// ProcInfo returns what this process knows about pid, and whether pid is a live member. A
+// worker learns a peer's address and host only when it first calls it, so for a live peer it
+// has not called yet only Pid is set.
 func (c *Cluster) ProcInfo(pid int) (ProcInfo, bool) {
 	c.mu.Lock()
 	p := c.peers[pid]
 	c.mu.Unlock()
 	if p == nil {
-		return ProcInfo{}, false
+		if c.driver || !c.isMember(pid) {
+			return ProcInfo{}, false
+		}
+		return ProcInfo{Pid: pid}, true
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.gone != nil {
+	i, gone := p.info, p.gone
+	p.mu.Unlock()
+	if gone != nil {
 		return ProcInfo{}, false
 	}
-	i := p.info
 	return ProcInfo{Pid: pid, Host: i.Host, OSPid: i.OSPid, Network: i.Network, Addr: i.Addr}, true
 }
 

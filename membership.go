@@ -1,12 +1,16 @@
 package dist
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
+// exitGrace is how long the driver waits, once a worker's connection broke, for its process
 // to be seen ending, so that a crash is told apart from a lost connection.
 const exitGrace = 2 * time.Second
 
@@ -37,7 +41,7 @@ func (c *Cluster) workerGone(pid int, cause error) {
 		conn.Close()
 	}
 	c.refs.forget(pid)
-	c.broadcastPeers(peersUpdate{Remove: []int{pid}})
+	c.membersChanged()
 	if exiting {
 		return
 	}
@@ -135,66 +139,347 @@ func (c *Cluster) publishExit(p *peer, ev Event) {
 	}
 }
 
-// peersUpdate tells workers about processes that joined or left.
-type peersUpdate struct {
-	_      struct{} `cbor:",toarray"`
-	Add    []peerInfo
-	Remove []int
+// Membership costs O(N) messages to start or stop N workers. The driver tells a new worker
+// nothing of the others, and the others nothing of it. A worker learns a peer's address when
+// it first calls it (lookupPeer asks the driver) and learns that a peer is gone when it next
+// needs it: the connection to it broke (peerDown asks the driver), or a dial fails. Only a
+// worker that asks for the whole membership (Procs, Workers, Subscribe) is kept informed of
+// it: the driver pushes it the list of pids, versioned, after every change, coalescing
+// changes that come together (a start or a Close of many workers).
+
+// rememberPeer (worker) records where a peer listens, as the driver told it.
+func (c *Cluster) rememberPeer(info peerInfo) {
+	if info.Pid == c.MyID() {
+		return
+	}
+	c.mu.Lock()
+	p := c.peers[info.Pid]
+	if p == nil {
+		p = &peer{}
+		c.peers[info.Pid] = p
+	}
+	c.mu.Unlock()
+	p.mu.Lock()
+	p.info = info
+	p.mu.Unlock()
 }
 
-func (c *Cluster) broadcastPeers(u peersUpdate) {
-	for _, pid := range c.Procs() {
-		if pid == c.MyID() || slices.Contains(u.Remove, pid) {
+// peerGone (worker) forgets a peer the driver says has left: its connection is closed, the
+// values it would have created fail their waiters, and subscribers see it exit, once.
+func (c *Cluster) peerGone(pid int, cause error) {
+	c.mu.Lock()
+	p := c.peers[pid]
+	if p == nil {
+		p = &peer{info: peerInfo{Pid: pid}}
+		c.peers[pid] = p
+	}
+	c.mu.Unlock()
+	p.mu.Lock()
+	was := p.gone == nil
+	if was {
+		p.gone = cause
+	}
+	conn := p.conn
+	p.mu.Unlock()
+	if !was {
+		return
+	}
+	if conn != nil {
+		conn.Close()
+	}
+	c.refs.forget(pid)
+	c.view.drop(pid)
+	c.publish(Event{Kind: Exited, Pid: pid, Cause: &ProcessExitedError{Pid: pid, Cause: cause}})
+}
+
+// errRemoved is the cause of a peer the driver reports gone.
+var errRemoved = errors.New("removed from the cluster")
+
+// peerDown (worker) runs when a connection to another worker ends: the peer may have exited,
+// or only the link between the two may have broken. The driver, which watches every worker,
+// tells which; a peer that lives is dialled again on the next call.
+func (c *Cluster) peerDown(pid int) {
+	if !c.bg.add() {
+		return
+	}
+	go func() {
+		defer c.bg.done()
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.hbTimeout+c.cfg.connTimeout)
+		defer cancel()
+		fr, err := c.call(ctx, 1, callHeader{Fn: fnPeerAlive}, pid)
+		if err != nil {
+			return // the driver is gone or closing: this worker ends too
+		}
+		if alive, err := decodeReply[bool](fnPeerAlive, fr); err == nil && !alive {
+			c.peerGone(pid, errRemoved)
+		}
+	}()
+}
+
+// peerAlive (driver) answers whether worker pid is still a member, for a worker whose
+// connection to it ended. If the driver's own connection to it is up, a ping tells: a worker
+// that just died fails the ping once the kernel or the heartbeat has closed the connection.
+func (c *Cluster) peerAlive(ctx context.Context, pid int) bool {
+	c.mu.Lock()
+	p := c.peers[pid]
+	c.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	conn, gone := p.conn, p.gone
+	p.mu.Unlock()
+	if gone != nil || conn == nil {
+		return false
+	}
+	m, err := c.encodeCall(ctx, callHeader{Fn: fnPing}, struct{}{})
+	if err != nil {
+		return true
+	}
+	if _, err := conn.Call(ctx, m); err != nil {
+		// The connection closed (the worker is being removed: workerGone runs on its
+		// close), or no answer came in time: either way it is no member to rely on.
+		return false
+	}
+	return p.alive()
+}
+
+// membersUpdate carries the whole membership as pids, ascending, the driver and the receiver
+// included. A list of pids is a few kilobytes even at thousands of workers; addresses are not
+// in it (lookupPeer asks for one when it is needed).
+type membersUpdate struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint64
+	Pids    []int
+}
+
+// roster (driver) keeps the workers that asked to follow the membership informed of it.
+type roster struct {
+	mu        sync.Mutex
+	version   uint64
+	subs      map[int]bool
+	scheduled bool
+	sent      atomic.Int64 // messages sent to keep followers informed, for Stats
+}
+
+// pushDelay is how long the driver waits after a change before telling followers, so that
+// the joins or exits of many workers at once travel as one list per follower.
+const pushDelay = 5 * time.Millisecond
+
+// follow (driver) adds pid to the followers and returns the membership as it is now.
+func (c *Cluster) follow(pid int) membersUpdate {
+	r := &c.roster
+	r.mu.Lock()
+	if r.subs == nil {
+		r.subs = make(map[int]bool)
+	}
+	r.subs[pid] = true
+	v := r.version
+	r.mu.Unlock()
+	return membersUpdate{Version: v, Pids: c.Procs()}
+}
+
+// membersChanged (driver) counts a change of membership and schedules telling the followers.
+func (c *Cluster) membersChanged() {
+	r := &c.roster
+	r.mu.Lock()
+	r.version++
+	if r.scheduled || len(r.subs) == 0 {
+		r.mu.Unlock()
+		return
+	}
+	r.scheduled = true
+	r.mu.Unlock()
+	if !c.bg.add() {
+		return
+	}
+	go func() {
+		defer c.bg.done()
+		t := time.NewTimer(pushDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			return
+		}
+		r.mu.Lock()
+		r.scheduled = false
+		v := r.version
+		subs := make([]int, 0, len(r.subs))
+		for pid := range r.subs {
+			subs = append(subs, pid)
+		}
+		r.mu.Unlock()
+		u := membersUpdate{Version: v, Pids: c.Procs()}
+		for _, pid := range subs {
+			if !c.isMember(pid) || c.isExiting(pid) {
+				r.mu.Lock()
+				delete(r.subs, pid)
+				r.mu.Unlock()
+				continue
+			}
+			if c.send(c.ctx, pid, callHeader{Fn: fnMembers}, u) == nil {
+				r.sent.Add(1)
+			}
+		}
+	}()
+}
+
+// isExiting (driver) reports whether pid was asked to exit.
+func (c *Cluster) isExiting(pid int) bool {
+	c.mu.Lock()
+	p := c.peers[pid]
+	c.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exiting
+}
+
+// memberView (worker) is the membership as this worker follows it: empty until something
+// needs it, then kept current by the driver's pushes.
+type memberView struct {
+	mu      sync.Mutex
+	state   viewState
+	ready   chan struct{} // closed when a first attempt to follow ended
+	version uint64
+	pids    []int
+}
+
+type viewState int
+
+const (
+	viewNone viewState = iota
+	viewAsking
+	viewFollowing
+)
+
+// members (worker) returns the pids of the cluster, following the membership from now on if
+// it did not already; false if the driver could not be asked.
+func (c *Cluster) members() ([]int, bool) {
+	v := &c.view
+	for {
+		v.mu.Lock()
+		switch v.state {
+		case viewFollowing:
+			pids := slices.Clone(v.pids)
+			v.mu.Unlock()
+			return pids, true
+		case viewAsking:
+			ready := v.ready
+			v.mu.Unlock()
+			select {
+			case <-ready:
+			case <-c.ctx.Done():
+				return nil, false
+			}
+			v.mu.Lock()
+			ok := v.state == viewFollowing
+			v.mu.Unlock()
+			if !ok {
+				return nil, false
+			}
 			continue
 		}
-		c.send(c.ctx, pid, callHeader{Fn: fnPeers}, u)
+		if !c.joinedDone() {
+			v.mu.Unlock()
+			return nil, false
+		}
+		v.state, v.ready = viewAsking, make(chan struct{})
+		v.mu.Unlock()
+		u, err := c.askMembers()
+		v.mu.Lock()
+		if err != nil {
+			v.state = viewNone
+			close(v.ready)
+			v.mu.Unlock()
+			return nil, false
+		}
+		v.state = viewFollowing
+		close(v.ready)
+		v.mu.Unlock()
+		c.applyMembers(u)
 	}
 }
 
-// applyPeers (worker) updates the membership.
-func (c *Cluster) applyPeers(u peersUpdate) {
-	for _, info := range u.Add {
-		if info.Pid == c.MyID() {
-			continue
-		}
-		c.mu.Lock()
-		p := c.peers[info.Pid]
-		isNew := p == nil
-		if isNew {
-			p = &peer{}
-			c.peers[info.Pid] = p
-		}
-		c.mu.Unlock()
-		p.mu.Lock()
-		isNew = isNew || p.info.Addr == ""
-		p.info = info
-		p.mu.Unlock()
-		if isNew && c.joinedDone() {
-			c.publish(Event{Kind: Joined, Pid: info.Pid})
+// askMembers (worker) asks the driver for the membership, and to be told of its changes. It
+// is bounded by the connect timeout: the driver answers at once unless it is gone.
+func (c *Cluster) askMembers() (membersUpdate, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.connTimeout)
+	defer cancel()
+	fr, err := c.call(ctx, 1, callHeader{Fn: fnFollow}, struct{}{})
+	if err != nil {
+		return membersUpdate{}, err
+	}
+	return decodeReply[membersUpdate](fnFollow, fr)
+}
+
+// followLater (worker) starts following the membership in the background, for a subscriber.
+func (c *Cluster) followLater() {
+	if c.driver || !c.bg.add() {
+		return
+	}
+	go func() {
+		defer c.bg.done()
+		c.members()
+	}()
+}
+
+// applyMembers (worker) takes a pushed or fetched membership if it is newer than what this
+// worker has, and tells subscribers who joined and who left since.
+func (c *Cluster) applyMembers(u membersUpdate) {
+	v := &c.view
+	v.mu.Lock()
+	if v.version >= u.Version && v.pids != nil {
+		v.mu.Unlock()
+		return
+	}
+	old := v.pids
+	first := old == nil
+	v.version, v.pids = u.Version, slices.Clone(u.Pids)
+	v.mu.Unlock()
+	if first {
+		return // what was there before this worker followed is not news
+	}
+	for _, pid := range u.Pids {
+		if _, found := slices.BinarySearch(old, pid); !found && pid != c.MyID() {
+			c.publish(Event{Kind: Joined, Pid: pid})
 		}
 	}
-	for _, pid := range u.Remove {
-		c.mu.Lock()
-		p := c.peers[pid]
-		c.mu.Unlock()
-		if p == nil {
-			continue
-		}
-		p.mu.Lock()
-		was := p.gone == nil
-		if was {
-			p.gone = errors.New("removed from the cluster")
-		}
-		conn := p.conn
-		p.mu.Unlock()
-		if conn != nil {
-			conn.Close()
-		}
-		c.refs.forget(pid)
-		if was {
-			c.publish(Event{Kind: Exited, Pid: pid})
+	for _, pid := range old {
+		if _, found := slices.BinarySearch(u.Pids, pid); !found {
+			c.peerGone(pid, errRemoved)
 		}
 	}
+}
+
+// drop (worker) removes pid from a followed membership.
+func (v *memberView) drop(pid int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if i, found := slices.BinarySearch(v.pids, pid); found {
+		v.pids = slices.Delete(slices.Clone(v.pids), i, i+1)
+	}
+}
+
+// isMember reports whether pid is a live process of the cluster as this process knows it. A
+// worker that does not follow the membership yet starts following it.
+func (c *Cluster) isMember(pid int) bool {
+	if pid == c.MyID() {
+		return true
+	}
+	if !c.driver {
+		if pids, ok := c.members(); ok {
+			_, found := slices.BinarySearch(pids, pid)
+			return found
+		}
+	}
+	c.mu.Lock()
+	p := c.peers[pid]
+	c.mu.Unlock()
+	return p != nil && p.alive()
 }
 
 // joinedDone reports whether this worker has joined (the driver always has).

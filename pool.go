@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/godist/dist/internal/wire"
 	"maps"
 	"runtime"
 	"slices"
 	"sync"
 	"weak"
+
+	"github.com/godist/dist/internal/wire"
 )
 
 // WorkerPool is a set of worker pids from which callers take a free worker and to which they

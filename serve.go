@@ -222,5 +222,7 @@ func (c *Cluster) connClosed(st *connState, conn *wire.Conn, err error) {
 		c.lostOnce.Do(func() { close(c.driverLost) })
 	case c.driver && pid > 1:
 		c.workerGone(pid, err)
+	case !c.driver && pid > 1 && p != nil && p.alive():
+		c.peerDown(pid)
 	}
 }

@@ -249,43 +249,47 @@ func (c *Cluster) handleJoin(ctx context.Context, req joinReq) (joinReply, error
 	c.mu.Lock()
 	c.peers[1] = &peer{info: peerInfo{Pid: 1}, conn: ci.conn}
 	c.mu.Unlock()
-	c.applyPeers(peersUpdate{Add: req.Peers})
+	for _, info := range req.Peers {
+		c.rememberPeer(info)
+	}
 	close(c.joined)
 	host, _ := os.Hostname()
 	return joinReply{Host: host, OSPid: os.Getpid()}, nil
 }
 
-// handleHello registers the process at the other end of a connection it dialled.
-func (c *Cluster) handleHello(ctx context.Context, pid int) error {
+// handleHello registers the process at the other end of a connection it dialled. When this
+// process is dialling that one too and has the lower pid, its own connection is the one kept:
+// the answer true tells the other side to drop this one and wait for it.
+func (c *Cluster) handleHello(ctx context.Context, pid int) (crossed bool, err error) {
 	ci, _ := ctx.Value(callInfoKey{}).(*callInfo)
 	if ci == nil || pid <= 1 {
-		return fmt.Errorf("bad introduction from pid %d", pid)
+		return false, fmt.Errorf("bad introduction from pid %d", pid)
 	}
 	c.mu.Lock()
 	p := c.peers[pid]
-	c.mu.Unlock()
-	if p != nil {
-		p.mu.Lock()
-		noLink := p.info.NoLink
-		p.mu.Unlock()
-		if noLink {
-			return c.topologyError(pid)
-		}
-	}
-	ci.st.pid.Store(int64(pid))
-	c.mu.Lock()
-	p = c.peers[pid]
 	if p == nil {
 		p = &peer{info: peerInfo{Pid: pid}}
 		c.peers[pid] = p
 	}
 	c.mu.Unlock()
 	p.mu.Lock()
-	if p.conn == nil && p.gone == nil {
-		p.conn = ci.conn
+	defer p.mu.Unlock()
+	if p.info.NoLink {
+		return false, c.topologyError(pid)
 	}
-	p.mu.Unlock()
-	return nil
+	if c.MyID() < pid && (p.dialing != nil || (p.conn != nil && p.connOut)) {
+		return true, nil
+	}
+	ci.st.pid.Store(int64(pid))
+	if p.gone == nil && (p.conn == nil || !p.connOut) {
+		// An earlier connection from the same process has broken on its side already.
+		p.conn, p.connOut = ci.conn, false
+		if p.adopted != nil {
+			close(p.adopted)
+			p.adopted = nil
+		}
+	}
+	return false, nil
 }
 
 // ProtocolVersion is the version of the wire protocol this build speaks.

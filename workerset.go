@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/godist/dist/internal/wire"
 	"slices"
 	"sync"
+
+	"github.com/godist/dist/internal/wire"
 )
 
 // WorkerSetMode says how a WorkerSet picks the process for a call.
