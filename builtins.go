@@ -30,7 +30,6 @@ const (
 	fnChReady   = "_dist.ch.ready"
 	fnChClose   = "_dist.ch.close"
 	fnPing      = "_dist.ping"
-	fnLookup    = "_dist.lookup"
 )
 
 // builtin registers a runtime function with a typed argument and result.
@@ -81,12 +80,14 @@ func init() {
 		if !c.driver {
 			return membersUpdate{}, errors.New("only the driver keeps the membership")
 		}
+		c.memberMsgs.Add(1)
 		return c.follow(CallerPid(ctx)), nil
 	})
 	builtin(fnPeerAlive, func(ctx context.Context, c *Cluster, pid int) (bool, error) {
 		if !c.driver {
 			return false, errors.New("only the driver keeps the membership")
 		}
+		c.memberMsgs.Add(1)
 		return c.peerAlive(ctx, pid), nil
 	})
 	builtin(fnExit, func(ctx context.Context, c *Cluster, _ struct{}) (struct{}, error) {
@@ -95,20 +96,6 @@ func init() {
 		}
 		c.requestExit()
 		return struct{}{}, nil
-	})
-	builtin(fnLookup, func(ctx context.Context, c *Cluster, pid int) (peerInfo, error) {
-		c.mu.Lock()
-		p := c.peers[pid]
-		c.mu.Unlock()
-		if p == nil {
-			return peerInfo{}, errors.New("no such process in the cluster")
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.gone != nil {
-			return peerInfo{}, p.gone
-		}
-		return p.info, nil
 	})
 	builtin(fnPing, func(ctx context.Context, c *Cluster, _ struct{}) (struct{}, error) {
 		return struct{}{}, nil

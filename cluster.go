@@ -41,13 +41,14 @@ type Cluster struct {
 	closed  bool
 	lns     []net.Listener
 
-	roster  roster     // driver: the workers that follow the membership
-	view    memberView // worker: the membership, once something asked for it
-	refs    refTable
-	drops   dropBatcher
-	subs    subscribers
-	watch   ctxWatch
-	nextRef atomic.Uint64
+	roster     roster       // driver: the workers that follow the membership
+	memberMsgs atomic.Int64 // see Stats.MemberMsgs
+	view       memberView   // worker: the membership, once something asked for it
+	refs       refTable
+	drops      dropBatcher
+	subs       subscribers
+	watch      ctxWatch
+	nextRef    atomic.Uint64
 
 	// worker only
 	joined     chan struct{}

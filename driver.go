@@ -179,6 +179,7 @@ func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
 		conn.Close()
 		return 0, err
 	}
+	c.memberMsgs.Add(1)
 	fr, err := conn.Call(ctx, m)
 	if err != nil {
 		conn.Close()

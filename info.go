@@ -42,6 +42,11 @@ type Stats struct {
 	ShmIn      int // of which receive them that way
 	Goroutines int
 	HeapAlloc  uint64 // bytes of live heap, as of the call (no GC is forced)
+	// MemberMsgs counts the messages this process sent or answered to keep the membership:
+	// in the driver, one join per worker, the lists pushed to workers that follow the
+	// membership, and the answers to workers asking where a peer listens, whether one is
+	// alive, or to follow. Starting or stopping N workers costs O(N) of them, not O(N²).
+	MemberMsgs int64
 }
 
 // Stats returns this process's counters.
@@ -54,7 +59,7 @@ type Stats struct {
 func (c *Cluster) Stats() Stats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	s := Stats{Pid: c.MyID(), Refs: c.refs.Len(), Goroutines: runtime.NumGoroutine(), HeapAlloc: ms.HeapAlloc}
+	s := Stats{Pid: c.MyID(), Refs: c.refs.Len(), Goroutines: runtime.NumGoroutine(), HeapAlloc: ms.HeapAlloc, MemberMsgs: c.memberMsgs.Load()}
 	c.mu.Lock()
 	s.Conns = len(c.conns)
 	for cn := range c.conns {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -259,7 +258,6 @@ type roster struct {
 	version   uint64
 	subs      map[int]bool
 	scheduled bool
-	sent      atomic.Int64 // messages sent to keep followers informed, for Stats
 }
 
 // pushDelay is how long the driver waits after a change before telling followers, so that
@@ -319,7 +317,7 @@ func (c *Cluster) membersChanged() {
 				continue
 			}
 			if c.send(c.ctx, pid, callHeader{Fn: fnMembers}, u) == nil {
-				r.sent.Add(1)
+				c.memberMsgs.Add(1)
 			}
 		}
 	}()

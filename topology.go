@@ -101,6 +101,7 @@ const fnLookupFor = "_dist.lookup.for"
 func init() {
 	builtin(fnLookupFor, func(ctx context.Context, c *Cluster, pid int) (peerInfo, error) {
 		from := CallerPid(ctx)
+		c.memberMsgs.Add(1)
 		c.mu.Lock()
 		p, q := c.peers[pid], c.peers[from]
 		c.mu.Unlock()

@@ -168,7 +168,6 @@ func ServeWorker(ctx context.Context, wc WorkerConfig, announce func(network, ad
 		c.acceptLoop(ln)
 	}()
 	defer c.shutdown()
-	c.startHeartbeat()
 	if err := announce(network, addr); err != nil {
 		return fmt.Errorf("dist: worker: announcing %s %s: %w", network, addr, err)
 	}
@@ -176,6 +175,8 @@ func ServeWorker(ctx context.Context, wc WorkerConfig, announce func(network, ad
 	defer timer.Stop()
 	select {
 	case <-c.joined:
+		// An armed timer would wake an idle worker once more, a minute from now.
+		timer.Stop()
 	case <-timer.C:
 		return fmt.Errorf("%w within %v (listening on %s %s); exiting", ErrNotJoined, wc.ConnectTimeout, network, addr)
 	case <-ctx.Done():
@@ -249,6 +250,11 @@ func (c *Cluster) handleJoin(ctx context.Context, req joinReq) (joinReply, error
 	c.mu.Lock()
 	c.peers[1] = &peer{info: peerInfo{Pid: 1}, conn: ci.conn}
 	c.mu.Unlock()
+	if ci.conn.RemoteAddr().Network() == "tcp" {
+		// Only a TCP driver needs watching (see WithHeartbeat): on one host the kernel tells
+		// of its end at once, and a ticker would wake every idle worker for nothing.
+		c.startHeartbeat()
+	}
 	for _, info := range req.Peers {
 		c.rememberPeer(info)
 	}

@@ -203,6 +203,15 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 			}
 		}
 	}
+	if r.wantScale() {
+		n := 1000
+		if r.opt.Quick {
+			n = 50
+		}
+		if err := ScaleFigures(ctx, n, r.emitSelected); err != nil {
+			return fmt.Errorf("bench scale: %w", err)
+		}
+	}
 	if r.want("startup.4workers_ms") {
 		if err := r.startup(ctx); err != nil {
 			return err
