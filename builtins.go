@@ -18,6 +18,7 @@ const (
 	fnMembers   = "_dist.members"
 	fnFollow    = "_dist.follow"
 	fnPeerAlive = "_dist.peer.alive"
+	fnTree      = "_dist.tree"
 	fnExit      = "_dist.exit"
 	fnDrop      = "_dist.drop"
 	fnGrow      = "_dist.grow"
@@ -96,6 +97,9 @@ func init() {
 		}
 		c.requestExit()
 		return struct{}{}, nil
+	})
+	builtin(fnTree, func(ctx context.Context, c *Cluster, req treeReq) (treeReply, error) {
+		return c.serveTree(ctx, req)
 	})
 	builtin(fnPing, func(ctx context.Context, c *Cluster, _ struct{}) (struct{}, error) {
 		return struct{}{}, nil

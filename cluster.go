@@ -43,7 +43,9 @@ type Cluster struct {
 
 	roster     roster       // driver: the workers that follow the membership
 	memberMsgs atomic.Int64 // see Stats.MemberMsgs
-	view       memberView   // worker: the membership, once something asked for it
+	trees      treeRuns     // results of recent tree calls, by call
+	treeSeq    atomic.Uint64
+	view       memberView // worker: the membership, once something asked for it
 	refs       refTable
 	drops      dropBatcher
 	subs       subscribers

@@ -3,7 +3,9 @@ package dist
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 
@@ -176,14 +178,43 @@ func (f *Func[In, Out]) Everywhere(ctx context.Context, c *Cluster, in In) (map[
 }
 
 // On runs f(in) on each of pids concurrently and returns the results by pid, like Everywhere.
+// To many processes (a few dozen or more), the call travels over a tree of them, each
+// forwarding it to a few others and combining their results, unless the argument holds
+// references (futures, channels, shared values), which must be sent to each process apart.
+// A process that dies during the call fails only its own result.
 func (f *Func[In, Out]) On(ctx context.Context, c *Cluster, pids []int, in In) (map[int]Out, error) {
 	type res struct {
 		pid int
 		out Out
 		err error
 	}
-	ch := make(chan res, len(pids))
+	others := make([]int, 0, len(pids))
 	for _, p := range pids {
+		if p != c.MyID() && !slices.Contains(others, p) {
+			others = append(others, p)
+		}
+	}
+	direct, expect := pids, len(pids)
+	ch := make(chan res, len(pids))
+	if len(others) >= treeMin && c.allToAll() && treeSafe(reflect.TypeFor[In]()) {
+		direct = nil
+		if slices.Contains(pids, c.MyID()) {
+			direct = []int{c.MyID()}
+		}
+		expect = len(others) + len(direct)
+		frames, errs, err := c.callTree(ctx, f.name, in, others)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range others {
+			r := res{pid: p, err: errs[p]}
+			if fr := frames[p]; fr != nil {
+				r.out, r.err = decodeReply[Out](f.name, fr)
+			}
+			ch <- r
+		}
+	}
+	for _, p := range direct {
 		go func() {
 			out, err := f.Call(ctx, c, p, in)
 			ch <- res{p, out, err}
@@ -191,7 +222,7 @@ func (f *Func[In, Out]) On(ctx context.Context, c *Cluster, pids []int, in In) (
 	}
 	outs := make(map[int]Out, len(pids))
 	var first *res
-	for range pids {
+	for range expect {
 		r := <-ch
 		if r.err != nil {
 			if first == nil || r.pid < first.pid {

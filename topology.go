@@ -89,6 +89,14 @@ func (c *Cluster) infoFor(to, peer peerInfo) peerInfo {
 	return peer
 }
 
+// allToAll reports whether every pair of workers may connect, as a tree call needs.
+func (c *Cluster) allToAll() bool {
+	if c.driver {
+		return c.cfg.topology.allow == nil
+	}
+	return c.topoName == "" || c.topoName == AllToAll().String()
+}
+
 // topologyError is the error of a call from this worker to pid that the topology forbids.
 func (c *Cluster) topologyError(pid int) error {
 	return fmt.Errorf("%w: process %d may not connect to process %d (topology %s)", ErrTopology, c.MyID(), pid, c.topoName)

@@ -383,9 +383,10 @@ var monitorPaused atomic.Bool
 
 // monitorIdle is how long the monitor keeps ticking after the last handler or free
 // connection, so that a steady stream of requests does not wake it once per request. It is
-// short because every process has a monitor: with 200 ms, a no-op call to each of 1,000
-// idle workers kept them all ticking 40 times, 200,000 wake-ups a second on two cores.
-const monitorIdle = 4 * monitorTick
+// one tick because every process has a monitor, and each tick wakes its process: with
+// 200 ms, a no-op call to each of 1,000 idle workers kept them all ticking 40 times, 200,000
+// wake-ups a second on two cores.
+const monitorIdle = monitorTick
 
 func (m *monitor) add(c *Conn) {
 	m.mu.Lock()
