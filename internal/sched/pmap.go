@@ -141,7 +141,7 @@ func (s *Pmap) Size(workers int) int {
 	if s.outB > 0 {
 		b = min(b, int(min(MaxBatchOut/s.outB, MaxBatch)))
 	}
-	return max(b, 1)
+	return min(max(b, 1), q) // the floor may exceed what is left
 }
 
 // Depth returns how many batches of b items to keep in flight per worker. Two at least, so
