@@ -169,8 +169,7 @@ func simulate(t *testing.T, n, workers int, itemCost, rtt time.Duration) (calls,
 	}
 	ws := make([]worker, workers)
 	var q events
-	var slot func(w int, now time.Duration)
-	slot = func(w int, now time.Duration) {
+	slot := func(w int, now time.Duration) {
 		b := s.Size(workers)
 		d := s.Depth(b)
 		if b == 0 || ws[w].slots > d {
