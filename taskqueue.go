@@ -212,7 +212,7 @@ func (q *TaskQueue) flushLocked() {
 	}
 }
 
-// joinErrs keeps a single error as it is, so that callers can compare it directly.
+// joinTaskErrs keeps a single error as it is, so that callers can compare it directly.
 func joinTaskErrs(errs []error) error {
 	if len(errs) == 1 {
 		return errs[0]
