@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/godist/dist"
 	"github.com/godist/dist/disttest"
-	"golang.org/x/sys/unix"
 )
 
 // Functions the Pmap tests run on workers.
@@ -562,9 +560,9 @@ func TestPmapProgress(t *testing.T) {
 	for i := range in {
 		in[i] = i
 	}
-	// Not a terminal: one summary line at the end.
+	// The summary: one line at the end.
 	var buf bytes.Buffer
-	out, err := dist.Pmap(ctx, c, pmSquare, in, dist.WithProgress(&buf))
+	out, err := dist.Pmap(ctx, c, pmSquare, in, dist.WithProgress(dist.ProgressSummary(&buf)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -578,70 +576,62 @@ func TestPmapProgress(t *testing.T) {
 		t.Fatalf("summary %q", line)
 	}
 
-	// A terminal: bars, per worker and in total.
-	master, slave, err := openPty()
-	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
-	}
-	defer master.Close()
-	var term bytes.Buffer
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		b := make([]byte, 4096)
-		for {
-			n, err := master.Read(b)
-			term.Write(b[:n])
-			if err != nil {
-				return
-			}
-		}
-	}()
-	slow := make([]time.Duration, 30)
-	for i := range slow {
-		slow[i] = 20 * time.Millisecond
-	}
-	if _, err := dist.Pmap(ctx, c, pmSleep, slow, dist.WithProgress(slave)); err != nil {
+	// What a Progress is told: every item once, by the worker that ran it, then the end.
+	rec := &recordProgress{}
+	if _, err := dist.Pmap(ctx, c, pmSquare, in, dist.WithProgress(rec)); err != nil {
 		t.Fatal(err)
 	}
-	slave.Close()
-	master.SetReadDeadline(time.Now().Add(5 * time.Second))
-	<-read
-	s := term.String()
-	t.Logf("terminal output: %q", s)
-	for _, want := range []string{"pmap pmaptest.sleep", "30 / 30", "worker 2", "worker 3"} {
-		if !strings.Contains(s, want) {
-			t.Fatalf("terminal output lacks %q:\n%q", want, s)
+	if rec.name != "pmaptest.square" || rec.total != 300 || rec.ends != 1 || rec.endErr != nil || rec.lateDone {
+		t.Fatalf("recorded %+v", rec)
+	}
+	sum := 0
+	for pid, n := range rec.by {
+		if pid != 2 && pid != 3 {
+			t.Errorf("%d items done by pid %d", n, pid)
 		}
+		sum += n
+	}
+	if sum != 300 {
+		t.Fatalf("%d items reported done, want 300 (%v)", sum, rec.by)
+	}
+	// A failed run ends with its error.
+	rec = &recordProgress{}
+	_, err = dist.Pmap(ctx, c, pmFlaky, []flakyArg{{Key: t.Name(), Fail: 5}}, dist.WithProgress(rec))
+	if err == nil || rec.ends != 1 || rec.endErr == nil || rec.endErr.Error() != err.Error() {
+		t.Fatalf("failed run: Pmap %v, progress ended %d times with %v", err, rec.ends, rec.endErr)
 	}
 }
 
-// openPty opens a pseudo-terminal pair.
-func openPty() (master, slave *os.File, err error) {
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	n, err := unix.IoctlGetUint32(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	// A new pseudo-terminal is 0×0 characters, where bars have no room.
-	if err := unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: 100}); err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	return m, s, nil
+// recordProgress records what one run of Pmap tells its Progress.
+type recordProgress struct {
+	mu       sync.Mutex
+	name     string
+	total    int
+	by       map[int]int
+	ends     int
+	endErr   error
+	lateDone bool // Done after End
+}
+
+func (p *recordProgress) Begin(name string, total int) dist.ProgressRun {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.name, p.total, p.by = name, total, make(map[int]int)
+	return p
+}
+
+func (p *recordProgress) Done(pid, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.by[pid] += n
+	p.lateDone = p.lateDone || p.ends > 0
+}
+
+func (p *recordProgress) End(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ends++
+	p.endErr = err
 }
 
 func TestWorkerPoolFollowsMembership(t *testing.T) {

@@ -37,7 +37,7 @@ go test -count=1 -race -short -timeout 10m ./internal/... ./shm ./script .
 
 echo "== fuzz targets (5s each beyond the kept corpus)"
 fuzzlog=$(mktemp)
-for pkg in . ./internal/wire ./internal/codec ./script; do
+for pkg in . ./internal/wire ./internal/codec ./internal/sched ./script; do
   for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
     # A failing input the fuzzer found fails at once. A run that failed without one (the
     # fuzzing engine losing a worker process on a loaded machine) is tried once more.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/godist/dist"
+	"github.com/godist/dist/progress"
 )
 
 // Point is one item of the sweep: a value of r and how many iterations to average over.
@@ -68,7 +69,7 @@ func Run(ctx context.Context, c *dist.Cluster, w io.Writer, args []string) error
 	from := fs.Float64("from", 2.8, "smallest r")
 	to := fs.Float64("to", 4.0, "largest r (excluded)")
 	iters := fs.Int("iters", 50_000, "iterations averaged per value of r")
-	progress := fs.Bool("progress", true, "show a progress bar (a summary line when w is not a terminal)")
+	bars := fs.Bool("progress", true, "show a progress bar (a summary line when w is not a terminal)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,8 +85,8 @@ func Run(ctx context.Context, c *dist.Cluster, w io.Writer, args []string) error
 		*n, *from, *to, *iters)
 	var stats dist.PmapStats
 	opts := []dist.PmapOption{dist.WithStats(&stats)}
-	if *progress {
-		opts = append(opts, dist.WithProgress(w))
+	if *bars {
+		opts = append(opts, dist.WithProgress(progress.Bars(w)))
 	}
 	start := time.Now()
 	lambdas, err := dist.Pmap(ctx, c, Lyapunov, points, opts...)
