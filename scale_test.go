@@ -178,3 +178,63 @@ func TestTreeCallSurvivesInnerDeath(t *testing.T) {
 		}
 	}
 }
+
+var (
+	// callAllAt waits until the given time, then calls square on every other worker at
+	// once: with every worker doing so, pairs dial each other at the same moment.
+	callAllAt = dist.NewFunc("test.scale.callall", func(ctx context.Context, a callAllArgs) (struct{}, error) {
+		c := dist.Current(ctx)
+		time.Sleep(time.Until(time.Unix(0, a.At)))
+		errs := make(chan error, len(a.Pids))
+		for _, p := range a.Pids {
+			go func() {
+				if p == c.MyID() {
+					errs <- nil
+					return
+				}
+				_, err := square.Call(ctx, c, p, 2)
+				errs <- err
+			}()
+		}
+		for range a.Pids {
+			if err := <-errs; err != nil {
+				return struct{}{}, err
+			}
+		}
+		return struct{}{}, nil
+	})
+	connsOf = dist.NewFunc("test.scale.conns", func(ctx context.Context, _ struct{}) (int, error) {
+		return dist.Current(ctx).Stats().Conns, nil
+	})
+)
+
+type callAllArgs struct {
+	At   int64 // unix nanoseconds
+	Pids []int
+}
+
+// TestCrossedDialsOneConnection has every worker call every other at the same moment, so
+// that many pairs dial each other at once: each pair must end with one connection, so each
+// worker with one per other worker and one to the driver.
+func TestCrossedDialsOneConnection(t *testing.T) {
+	const n = 12
+	c, _ := disttest.Start(t, n)
+	ctx := ctxT(t, time.Minute)
+	ws := c.Workers()
+	at := time.Now().Add(200 * time.Millisecond).UnixNano()
+	if _, err := callAllAt.On(ctx, c, ws, callAllArgs{At: at, Pids: ws}); err != nil {
+		t.Fatal(err)
+	}
+	disttest.Eventually(t, 30*time.Second, "one connection per pair", func() bool {
+		conns, err := connsOf.On(ctx, c, ws, struct{}{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range conns {
+			if k != n {
+				return false
+			}
+		}
+		return true
+	})
+}
