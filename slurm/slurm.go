@@ -396,7 +396,7 @@ func (m *Manager) startStep(ctx context.Context, spec dist.LaunchSpec, exe, job,
 	cmd.WaitDelay = 2 * time.Second
 
 	where := "job " + job + ": " + node
-	s, err := launcher.Start(cmd, k, launcher.Options{
+	s := launcher.New(cmd, k, launcher.Options{
 		Where: node,
 		Err: func(code int, msg string, cause error) error {
 			if msg = oneLine(msg); msg != "" {
@@ -412,7 +412,7 @@ func (m *Manager) startStep(ctx context.Context, spec dist.LaunchSpec, exe, job,
 			return err
 		},
 	})
-	if err != nil {
+	if err := s.Start(); err != nil {
 		return nil, nil, []error{err}
 	}
 	timeout := spec.Timeout

@@ -76,7 +76,7 @@ func (m *Manager) startSession(ctx context.Context, i, n int, spec dist.LaunchSp
 	script += " " + launcher.Env + "=1 " + exe
 
 	procs := make([]*Process, n)
-	s, err := launcher.Start(m.command(i, nil, script), n, launcher.Options{
+	s := launcher.New(m.command(i, nil, script), n, launcher.Options{
 		Where: host,
 		Control: func(line string) bool {
 			return strings.HasPrefix(line, pidPrefix) || strings.HasPrefix(line, noExe+" ")
@@ -93,15 +93,21 @@ func (m *Manager) startSession(ctx context.Context, i, n int, spec dist.LaunchSp
 			m.mu.Unlock()
 		},
 	})
-	if err != nil {
-		return nil, nil, nil, err
-	}
+	// Before the session starts: a worker may end (OnEnd) as soon as it has.
 	m.mu.Lock()
 	for k, w := range s.Workers() {
 		procs[k] = &Process{w: w, m: m, idx: i, host: host}
 		m.procs[procs[k]] = struct{}{}
 	}
 	m.mu.Unlock()
+	if err := s.Start(); err != nil {
+		m.mu.Lock()
+		for _, p := range procs {
+			delete(m.procs, p)
+		}
+		m.mu.Unlock()
+		return nil, nil, nil, err
+	}
 
 	var remotePid int
 	// fail ends the whole session before its launcher ran.

@@ -67,30 +67,38 @@ type Session struct {
 	live int // workers whose end has not been recorded
 }
 
-// Start starts cmd, which must reach a launcher, for n workers. The caller then reads
-// Control until Hello, sends the Spec (SendSpec) and waits for the workers (AwaitReady). The
-// command is not tied to any context: the workers outlive the launch. cmd should run in its
-// own process group (SysProcAttr.Setpgid), which Kill kills.
-func Start(cmd *exec.Cmd, n int, o Options) (*Session, error) {
+// New returns a session for n workers through cmd, which must reach a launcher; Start starts
+// it. Its Workers exist from now on, so that a caller can wrap them before any of them ends.
+func New(cmd *exec.Cmd, n int, o Options) *Session {
 	s := &Session{cmd: cmd, o: o, ctl: make(chan string, 16), done: make(chan struct{}), live: n}
 	for k := range n {
 		w := &Worker{s: s, k: k, ready: make(chan struct{}), done: make(chan struct{})}
 		s.workers = append(s.workers, w)
 	}
+	return s
+}
+
+// Start starts the session's command. The caller then reads Control until Hello, sends the
+// Spec (SendSpec) and waits for the workers (AwaitReady). The command is not tied to any
+// context: the workers outlive the launch. It should run in its own process group
+// (SysProcAttr.Setpgid), which Kill kills. Start is called once; after an error the session
+// is unused.
+func (s *Session) Start() error {
+	cmd, o := s.cmd, s.o
 	var err error
 	if s.stdin, err = cmd.StdinPipe(); err != nil {
-		return nil, err
+		return err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, o.Err(-1, "", fmt.Errorf("starting %s: %w", cmd.Path, err))
+		return o.Err(-1, "", fmt.Errorf("starting %s: %w", cmd.Path, err))
 	}
 	for _, w := range s.workers {
 		w.lines.SetLabel(fmt.Sprintf("From worker %s #%d (client pid %d)", o.Where, w.k, cmd.Process.Pid))
@@ -104,7 +112,7 @@ func Start(cmd *exec.Cmd, n int, o Options) (*Session, error) {
 		s.waitErr = cmd.Wait()
 		s.ended()
 	}()
-	return s, nil
+	return nil
 }
 
 // Workers returns the session's workers, by their index in the Spec.
