@@ -8,7 +8,8 @@
 // It exists so that a launch costs one session per host rather than one per worker, and so
 // that the driver's machine keeps one client process per host rather than one per worker
 // (issue 18: 300 workers over ssh took 48 s, one session after another, and held 300 ssh
-// clients).
+// clients; under Slurm each worker was a job step of its own). Run is the launcher's side;
+// Session and Worker are the driver's (packages ssh and slurm build on them).
 //
 // # Protocol
 //
@@ -63,6 +64,9 @@ const Grace = 3 * time.Second
 type Spec struct {
 	Workers []dist.WorkerConfig `json:"workers"`
 }
+
+// handshakePrefix starts the line a worker prints once it listens (dist.Main's handshake).
+const handshakePrefix = "godist-worker "
 
 // Message tags, as in the package documentation.
 const (
@@ -263,7 +267,7 @@ func (c *child) relay(r io.Reader, stdout bool) {
 	prefix := strconv.Itoa(c.k) + " "
 	for sc.Scan() {
 		line := sc.Text()
-		if !found && strings.HasPrefix(line, "godist-worker ") {
+		if !found && strings.HasPrefix(line, handshakePrefix) {
 			found = true
 			c.w.line(prefix + TagHS + " " + line)
 			continue
