@@ -3,10 +3,13 @@
 // job it runs in.
 //
 // Inside an allocation (the process runs in a Slurm job: SLURM_JOB_ID is set, as under sbatch,
-// salloc or srun) each worker is one job step started with srun, placed on the allocation's
-// nodes in turn. Outside one, each Launch first requests an allocation for the asked number of
-// workers with salloc (plus the resources given by options), and then starts the workers as
-// steps of it. The allocation is held by a salloc whose command reads this process's pipe, so
+// salloc or srun) workers are placed on the allocation's nodes in turn, and each Launch starts
+// one job step per node with srun, all nodes at once: the step runs this program as a launcher
+// that starts the node's workers as its children and relays their addresses, output and exits
+// (so hundreds of workers cost a few steps, not hundreds). Each worker is still its own
+// dist.Process, killed, interrupted and reported gone alone. Outside an allocation, each Launch
+// first requests one for the asked number of workers with salloc (plus the resources given by
+// options), and then starts the steps in it. The allocation is held by a salloc whose command reads this process's pipe, so
 // that it is released when Close is called, and also when this process dies without calling
 // it: Slurm never keeps an allocation of a crashed driver until its time limit.
 //
@@ -14,8 +17,8 @@
 // default one minute); when it passes, the request is withdrawn and the error quotes salloc
 // (e.g. "Requested partition configuration not available now").
 //
-// Workers stop with the job: scancel of the job (or of a worker's step) ends the worker, and the
-// cluster reports it gone. A worker also exits when its srun ends, which is how Kill works.
+// Workers stop with the job: scancel of the job (or of a step) ends the workers in it, and the
+// cluster reports them gone. A step's workers also end when its srun ends.
 //
 // Workers listen on TCP at their node's address (NodeAddr in `scontrol show node`, unless
 // WithNodeAddr says otherwise); the driver and the other workers must be able to reach it.
@@ -27,7 +30,10 @@
 //	c, err := dist.Start(ctx, dist.WithManager(m), dist.WithWorkers(16))
 //
 // Limits: the driver's host needs Slurm's client commands (srun, salloc, scontrol) in PATH,
-// and runs one srun process per worker for the worker's life; workers spread over the nodes
+// and runs one srun process per node and launch while a worker of it runs; a step shares all
+// of the job's CPUs on its node with the node's other steps (srun --overlap), while the
+// manager starts no more workers on a node than the job has tasks there (unless WithOverlap);
+// the program must call dist.Main first (the launcher runs there); workers spread over the nodes
 // of one allocation (a second Launch outside an allocation requests a second one); and the
 // driver must be able to reach every node's address directly (no tunnelling as in package
 // ssh).
@@ -46,9 +52,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/godist/dist"
+	"github.com/godist/dist/internal/launcher"
 )
 
 // Option configures New.
@@ -80,8 +88,8 @@ func WithExecutable(path string) Option { return func(o *options) { o.exe = path
 // WithNodes sets how many nodes an allocation requested by the manager spans (salloc -N).
 func WithNodes(n int) Option { return func(o *options) { o.nodes = n } }
 
-// WithCPUsPerTask sets the CPUs of each worker, both in a requested allocation (salloc -c) and
-// for each worker's step (srun -c).
+// WithCPUsPerTask sets the CPUs of each worker in a requested allocation (salloc -c). The
+// workers of a node share the job's CPUs there.
 func WithCPUsPerTask(n int) Option { return func(o *options) { o.cpusPerTask = n } }
 
 // WithPartition sets the partition of a requested allocation (salloc -p).
@@ -101,14 +109,16 @@ func WithAllocArgs(args ...string) Option {
 	return func(o *options) { o.allocArgs = append(o.allocArgs, args...) }
 }
 
-// WithSrunArgs adds arguments to the srun command of each worker, e.g. "--mem=4G".
+// WithSrunArgs adds arguments to the srun command of each step (one per node and launch,
+// running all of that node's new workers), e.g. "--mem=4G".
 func WithSrunArgs(args ...string) Option {
 	return func(o *options) { o.srunArgs = append(o.srunArgs, args...) }
 }
 
-// WithOverlap lets worker steps share CPUs with steps already running in the job (srun
-// --overlap). Use it when the driver itself runs as a step of the allocation (started with
-// srun) and holds CPUs that the workers would otherwise wait for.
+// WithOverlap lets the manager start more workers on a node than the job has tasks there
+// (its workers share the job's CPUs; worker steps always overlap other steps, srun
+// --overlap). Use it to run many light workers per CPU, or when the driver itself runs as a
+// step of the allocation (started with srun) and takes one of its tasks.
 func WithOverlap() Option { return func(o *options) { o.overlap = true } }
 
 // WithNodeAddr sets how the address workers listen on is found for a node name (default:
@@ -127,7 +137,7 @@ type Manager struct {
 	o options
 
 	mu      sync.Mutex
-	running map[string][]*worker      // job -> workers started in it (ended ones pruned lazily)
+	running map[string][]*step        // job -> steps started in it (ended ones pruned lazily)
 	pending map[string]map[string]int // job -> node -> workers being started
 	addrs   map[string]string         // node -> address
 	allocs  []*allocation             // requested by this manager
@@ -141,7 +151,7 @@ type Manager struct {
 func New(opts ...Option) *Manager {
 	m := &Manager{
 		addrs:   make(map[string]string),
-		running: make(map[string][]*worker),
+		running: make(map[string][]*step),
 		pending: make(map[string]map[string]int),
 	}
 	m.o.jobName = "godist"
@@ -158,8 +168,9 @@ type slots struct {
 	nodes []string
 }
 
-// Launch implements dist.Manager: it starts spec.Count workers as job steps, each on one node of
-// the allocation, listening on TCP at that node's address. Outside an allocation it first
+// Launch implements dist.Manager: it starts spec.Count workers on the allocation's nodes, one
+// job step per node (all at once) whose launcher starts that node's workers, each listening on
+// TCP at its node's address. Outside an allocation it first
 // requests one for spec.Count workers, which waits while Slurm queues the request (bounded by
 // ctx). Workers that started are returned even when others failed, with an error joining the
 // failures; an allocation requested for a launch in which no worker started is released at
@@ -208,40 +219,45 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 		}
 		return nil, err
 	}
-	type res struct {
-		p   dist.Process
-		err error
+	// One step per node, started in parallel, whose launcher starts that node's workers.
+	perNode := map[string]int{}
+	var order []string
+	for _, n := range nodes {
+		if perNode[n] == 0 {
+			order = append(order, n)
+		}
+		perNode[n]++
 	}
-	ch := make(chan res, spec.Count)
-	for _, node := range nodes {
+	type res struct {
+		ws   []*launcher.Worker
+		errs []error
+	}
+	ch := make(chan res, len(order))
+	for _, node := range order {
 		m.mu.Lock()
 		m.seq++
 		name := fmt.Sprintf("%s-%s-%d", m.o.jobName, m.token, m.seq)
 		m.mu.Unlock()
 		go func() {
-			w, err := m.startWorker(ctx, spec, exe, sl.job, node, name)
+			k := perNode[node]
+			st, ws, errs := m.startStep(ctx, spec, exe, sl.job, node, name, k)
 			m.mu.Lock()
-			m.pending[sl.job][node]--
-			if err == nil {
-				m.running[sl.job] = append(m.running[sl.job], w)
+			m.pending[sl.job][node] -= k
+			if st != nil {
+				m.running[sl.job] = append(m.running[sl.job], st)
 			}
 			m.mu.Unlock()
-			if err != nil {
-				ch <- res{nil, err}
-				return
-			}
-			ch <- res{w, nil}
+			ch <- res{ws, errs}
 		}()
 	}
 	var procs []dist.Process
 	var errs []error
-	for i := 0; i < spec.Count; i++ {
+	for range order {
 		r := <-ch
-		if r.err != nil {
-			errs = append(errs, r.err)
-			continue
+		errs = append(errs, r.errs...)
+		for _, w := range r.ws {
+			procs = append(procs, w)
 		}
-		procs = append(procs, r.p)
 	}
 	if len(procs) == 0 && alloc != nil {
 		// Nothing runs in it: hold no resources for nothing.
@@ -277,12 +293,19 @@ func (m *Manager) place(sl slots, count int) ([]string, error) {
 	}
 	used := maps.Clone(m.pending[sl.job])
 	live := m.running[sl.job][:0]
-	for _, w := range m.running[sl.job] {
+	for _, st := range m.running[sl.job] {
 		select {
-		case <-w.Done():
+		case <-st.s.Done():
+			continue
 		default:
-			live = append(live, w)
-			used[w.node]++
+		}
+		live = append(live, st)
+		for _, w := range st.s.Workers() {
+			select {
+			case <-w.Done():
+			default:
+				used[st.node]++
+			}
 		}
 	}
 	m.running[sl.job] = live
@@ -311,49 +334,121 @@ func (m *Manager) place(sl slots, count int) ([]string, error) {
 	return out, nil
 }
 
-// startWorker runs one worker as a one-task step on node.
-func (m *Manager) startWorker(ctx context.Context, spec dist.LaunchSpec, exe, job, node, name string) (*worker, error) {
+// step is one job step of this manager: a launcher on one node and the workers it started.
+type step struct {
+	s    *launcher.Session
+	node string
+}
+
+// startStep runs one step on node whose launcher starts k workers, and waits until each has
+// printed its address, failed, or spec.Timeout has passed. It returns the step if it
+// started, the ready workers, and the errors of the others (each distinct failure once).
+func (m *Manager) startStep(ctx context.Context, spec dist.LaunchSpec, exe, job, node, name string, k int) (*step, []*launcher.Worker, []error) {
 	addr, err := m.addrOf(ctx, node)
 	if err != nil {
-		return nil, err
+		return nil, nil, []error{err}
 	}
-	// The port the caller asked for, if any (a firewall-friendly fixed port); the host is
-	// always the node's, since the caller's bind address is its own host's.
-	port := "0"
+	// The port the caller asked for, if any (a firewall-friendly fixed port, then the next
+	// ones); the host is always the node's, since the caller's bind address is its own host's.
+	port := 0
 	if spec.Config.Network == "tcp" {
 		if _, p, err := net.SplitHostPort(spec.Config.Bind); err == nil && p != "" {
-			port = p
+			port, _ = strconv.Atoi(p)
 		}
 	}
-	spec.Config.Network = "tcp"
-	spec.Config.Bind = net.JoinHostPort(addr, port)
+	ls := launcher.Spec{Workers: make([]dist.WorkerConfig, k)}
+	for i := range k {
+		cfg := spec.Config
+		cfg.Network = "tcp"
+		p := 0
+		if port != 0 {
+			p = port + i
+		}
+		cfg.Bind = net.JoinHostPort(addr, strconv.Itoa(p))
+		ls.Workers[i] = cfg
+	}
 
 	args := []string{
 		"--jobid=" + job, "--nodes=1", "--ntasks=1", "--nodelist=" + node,
 		"--job-name=" + name,
-		// Every task gets srun's stdin: the worker reads its configuration there, and its end
-		// (srun gone) tells the worker that the driver is gone.
+		// The launcher reads its spec and requests on srun's stdin, and its end (srun gone)
+		// ends the launcher and its workers.
 		"--input=all",
-		// Only the CPUs asked for: by default a step takes all of the job's CPUs on its node
-		// and the next worker's step would wait for it to end.
-		"--exact",
+		// The step takes all of the job's CPUs on its node (Slurm's default), for its
+		// workers to share, and overlaps the node's other steps: which workers may run
+		// where is this manager's count (place), kept per worker, so that a worker that
+		// ends frees its task at once for a new one even while its step's other workers
+		// run on.
+		"--overlap",
 		"--mpi=none",
-	}
-	if m.o.cpusPerTask > 0 {
-		args = append(args, "--cpus-per-task="+strconv.Itoa(m.o.cpusPerTask))
-	}
-	if m.o.overlap {
-		args = append(args, "--overlap")
 	}
 	args = append(args, m.o.srunArgs...)
 	args = append(args, exe)
 	cmd := exec.Command("srun", args...)
-	cmd.Env = dist.WorkerEnv(os.Environ())
-	cp, err := dist.StartCmd(ctx, cmd, spec, node)
-	if err != nil {
-		return nil, fmt.Errorf("slurm: job %s: %w", job, err)
+	// The workers' environment, less the variable that makes a worker: the launcher sets it
+	// for its children only.
+	cmd.Env = slices.DeleteFunc(dist.WorkerEnv(os.Environ()), func(kv string) bool {
+		return strings.HasPrefix(kv, dist.EnvWorker+"=")
+	})
+	cmd.Env = append(cmd.Env, launcher.Env+"=1")
+	// Own process group: a terminal's ^C reaches the driver, which stops workers in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 2 * time.Second
+
+	where := "job " + job + ": " + node
+	s := launcher.New(cmd, k, launcher.Options{
+		Where: node,
+		Err: func(code int, msg string, cause error) error {
+			if msg = oneLine(msg); msg != "" {
+				return fmt.Errorf("slurm: %s: %w; it said: %s", where, cause, msg)
+			}
+			return fmt.Errorf("slurm: %s: %w", where, cause)
+		},
+		Lost: func(waitErr error, msg string, running bool) error {
+			err := fmt.Errorf("slurm: %s: the step ended (%v)", where, waitErr)
+			if msg = oneLine(msg); msg != "" {
+				err = fmt.Errorf("%w; it said: %s", err, msg)
+			}
+			return err
+		},
+	})
+	if err := s.Start(); err != nil {
+		return nil, nil, []error{err}
 	}
-	return &worker{CmdProcess: cp, job: job, node: node, name: name}, nil
+	timeout := spec.Timeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	deadline := time.Now().Add(timeout)
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case line := <-s.Control(): // no control lines are asked for: Hello, or the end
+		if line != launcher.Hello {
+			return nil, nil, []error{s.Fail(nil)}
+		}
+	case <-timer.C:
+		return nil, nil, []error{s.Fail(fmt.Errorf("%s did not start as a launcher within %v (is it the driver's program, and does it call dist.Main first?)", exe, timeout))}
+	case <-ctx.Done():
+		return nil, nil, []error{s.Fail(fmt.Errorf("launch cancelled: %w", ctx.Err()))}
+	}
+	// The configurations travel on srun's stdin, never on a command line.
+	if err := s.SendSpec(ls); err != nil {
+		return nil, nil, []error{s.Fail(fmt.Errorf("sending the launcher its spec: %w", err))}
+	}
+	ws, errs := s.AwaitReady(ctx, deadline, timeout)
+	return &step{s: s, node: node}, ws, errs
+}
+
+// oneLine joins the last lines a step printed into one.
+func oneLine(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, " | ")
 }
 
 // addrOf returns the address workers on node listen at, looked up once per node.
@@ -506,37 +601,6 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, msg)
 	}
 	return stdout.String(), nil
-}
-
-// worker is one worker's srun. Kill (inherited) kills srun, which makes Slurm end the step.
-type worker struct {
-	*dist.CmdProcess
-	job, node, name string
-}
-
-// Interrupt implements dist.Process: SIGINT to the worker through Slurm (srun itself answers a
-// single SIGINT with a status report instead of forwarding it).
-func (w *worker) Interrupt() error {
-	step, err := stepOf(context.Background(), w.job, w.name)
-	if err != nil {
-		return err
-	}
-	_, err = run(context.Background(), "scancel", "--signal=INT", step)
-	return err
-}
-
-// stepOf finds the step id ("JOB.STEP") of the step named name.
-func stepOf(ctx context.Context, job, name string) (string, error) {
-	out, err := run(ctx, "squeue", "--noheader", "--steps", "--jobs="+job, "--format=%i|%j")
-	if err != nil {
-		return "", fmt.Errorf("slurm: finding step %s: %w", name, err)
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if id, n, ok := strings.Cut(strings.TrimSpace(line), "|"); ok && n == name {
-			return id, nil
-		}
-	}
-	return "", fmt.Errorf("slurm: no step named %s in job %s (it has ended)", name, job)
 }
 
 // Jobs returns the ids of the allocations this manager requested and still holds.

@@ -199,16 +199,16 @@ func checkWorkers(ctx context.Context, c *dist.Cluster, job string, n int) (map[
 	if err != nil {
 		return nil, err
 	}
-	steps := map[string]bool{}
+	stepNode := map[string]string{} // a step runs on one node: the workers a launch put there
 	nodes := map[int]string{}
 	for pid, p := range pl {
 		if p.Job != job || p.Step == "" || p.Node == "" {
 			return nil, fmt.Errorf("worker %d runs as %+v, want a step of job %s", pid, p, job)
 		}
-		if steps[p.Step] {
-			return nil, fmt.Errorf("workers share step %s", p.Step)
+		if n, ok := stepNode[p.Step]; ok && n != p.Node {
+			return nil, fmt.Errorf("step %s has workers on %s and %s", p.Step, n, p.Node)
 		}
-		steps[p.Step] = true
+		stepNode[p.Step] = p.Node
 		info, ok := c.ProcInfo(pid)
 		if !ok || info.OSPid != p.OSPid || info.Network != "tcp" {
 			return nil, fmt.Errorf("worker %d: ProcInfo %+v, process says os pid %d", pid, info, p.OSPid)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"log/slog"
 	"strings"
 
 	"github.com/godist/dist"
@@ -53,6 +54,7 @@ func ExampleNew() {
 		Flags:       []string{"-i", "/home/alice/.ssh/cluster_ed25519"},
 		MaxParallel: 10,
 		Env:         []string{"OMP_NUM_THREADS=1"},
+		Logger:      slog.Default(), // each host's progress: session up, workers ready
 	})
 	if err != nil {
 		log.Fatal(err)

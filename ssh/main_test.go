@@ -15,9 +15,17 @@ import (
 
 // TestMain makes the test binary a worker program: the manager runs it on the hosts.
 func TestMain(m *testing.M) {
+	// A worker of TestWorkerHandshakeTimeout hangs before it joins; its launcher, which is
+	// not a worker, does not.
+	if os.Getenv(dist.EnvWorker) != "" && os.Getenv(envHang) != "" {
+		time.Sleep(time.Hour)
+	}
 	dist.Main()
 	os.Exit(m.Run())
 }
+
+// envHang, set in a worker's environment, makes it hang before it prints its address.
+const envHang = "SSHTEST_HANG"
 
 // Functions the tests run on workers.
 var (
@@ -39,6 +47,7 @@ var (
 		wd, err := os.Getwd()
 		return [2]string{wd, os.Getenv("GODIST_TEST_VAR")}, err
 	})
+	noop    = dist.NewFunc("sshtest.noop", func(ctx context.Context, _ int) (int, error) { return 0, nil })
 	exePath = dist.NewFunc("sshtest.exe", func(ctx context.Context, _ int) (string, error) {
 		return os.Executable()
 	})

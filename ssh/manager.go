@@ -3,16 +3,22 @@
 // applies unchanged. It is the counterpart of Julia's SSHManager (addprocs with machine
 // specifications).
 //
-// Each worker is one ssh session running the worker executable on its host; the worker
-// reads its configuration on standard input, listens on TCP at the host's bind address and
-// prints that address, which the driver dials. Workers reach each other directly at those
-// addresses, so hosts must reach each other's bind addresses (or the driver alone, with
-// Options.Tunnel). A worker ends when its ssh session does: killing the ssh client, or
-// losing the host, ends the worker.
+// A launch opens one ssh session per host, all hosts at once (up to Options.MaxParallel). The
+// session runs the worker executable on the host in a launcher role: it starts that host's
+// workers as its children, relays each one's address, output and exit to the driver, and
+// carries the driver's requests to kill or interrupt one of them. Each worker reads its
+// configuration on standard input, listens on TCP at the host's bind address and prints that
+// address, which the driver dials. Workers reach each other directly at those addresses, so
+// hosts must reach each other's bind addresses (or the driver alone, with Options.Tunnel).
+// Each worker is still its own dist.Process: it ends, is killed, is interrupted and is
+// reported gone alone, and its output comes back as "From worker N: ...". When a host's
+// session ends (the driver is done with it, the driver dies, or the host is lost), every
+// worker it started ends.
 //
 // The program on every host must be the same binary as the driver's (the functions a
-// cluster runs are those the binary registered): by default the manager runs the driver's own
-// path on each host and copies its binary there first where it is missing.
+// cluster runs are those the binary registered, and the launcher is this package's): by
+// default the manager runs the driver's own path on each host and copies its binary there
+// first where it is missing.
 //
 // A program that spreads its work over two hosts (see ExampleNew for options):
 //
@@ -31,9 +37,11 @@
 //	}
 //
 // Limits: hosts must run a POSIX shell and the driver's binary (a copy is only made to a host
-// of the driver's operating system and architecture); the driver needs a non-interactive
-// login (keys or an agent: a password prompt fails the launch); and every worker costs one
-// ssh client process on the driver's machine for its whole life.
+// of the driver's operating system and architecture), which must call dist.Main first and
+// link this package; the driver needs a non-interactive login (keys or an agent: a password
+// prompt fails the launch); and every launch keeps one ssh client process per host on the
+// driver's machine for as long as a worker it started runs (with Tunnel, one more per
+// worker for its forward).
 package ssh
 
 import (
@@ -42,6 +50,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -66,8 +75,9 @@ type Options struct {
 	// with -o wins over the manager's own -o settings (ssh keeps the first value it reads).
 	Flags []string
 	// MaxParallel bounds how many ssh sessions are being set up at once (launches, and the
-	// probes and copies that precede them); default 10. A session counts until its worker
-	// has printed its address.
+	// probes and copies that precede them, and with Tunnel the forwards of one host); default
+	// 10. A launch is one session per host, which counts until every worker it starts has
+	// printed its address or failed.
 	MaxParallel int
 	// Dir is the workers' working directory on every host; empty: the login directory.
 	Dir string
@@ -95,6 +105,10 @@ type Options struct {
 	// ConnectTimeout bounds ssh's connection to a host (ConnectTimeout); default 10s;
 	// negative leaves it to ssh's config.
 	ConnectTimeout time.Duration
+	// Logger, if set, receives the progress of launches at level Info, per host: its session
+	// is up (the launcher runs), and how many of its workers are ready. The cluster's
+	// lifecycle events (dist.Starting, Started, Joined) follow each worker.
+	Logger *slog.Logger
 }
 
 // Manager is a dist.Manager that starts workers over ssh on a list of machines. Its methods
@@ -232,12 +246,13 @@ func (m *Manager) allIndexes(keep func(Machine) bool) []int {
 
 // Launch implements dist.Manager. It spreads spec.Count workers over the machines round
 // robin, each up to its count (Auto: its CPU count, asked over ssh first); workers beyond the
-// machines' total continue round robin over all of them. Each worker is one ssh session,
-// which also learns the host's address (for the bind address) and finds out whether the
-// executable is there; where it is not, this binary is copied there (once per host) and the
-// launch is tried again. Every failure names its host and cause, e.g.
-// "h2: ssh exited 255: Permission denied (publickey)", and is a *HostError; a host that
-// fails is reported once, however many workers it was to take.
+// machines' total continue round robin over all of them. Each host gets one ssh session,
+// started in parallel with the others', whose launcher starts all of that host's workers; the
+// session also learns the host's address (for the bind address) and finds out whether the
+// executable is there; where it is not, this binary is copied there and the session is tried
+// again. Every failure names its host and cause, e.g. "h2: ssh exited 255: Permission denied
+// (publickey)", and is a *HostError; a failure shared by many workers of a host is reported
+// once.
 func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Process, error) {
 	if spec.Count <= 0 {
 		return nil, nil
@@ -262,39 +277,79 @@ func (m *Manager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proc
 		}
 	}
 
-	type result struct {
-		i   int
-		p   *Process
-		err error
-	}
-	results := make(chan result, len(place))
-	launched := 0
+	perHost := make(map[int]int)
 	for _, i := range place {
+		perHost[i]++
+	}
+	type result struct {
+		ready []*Process
+		errs  []error
+	}
+	results := make(chan result, len(perHost))
+	launched := 0
+	for i, n := range perHost {
 		if failed[i] {
 			continue // its error is reported once, above
 		}
 		launched++
 		go func() {
-			p, err := m.start(ctx, i, spec)
-			results <- result{i, p, err}
+			ready, errs := m.startHost(ctx, i, n, spec)
+			results <- result{ready, errs}
 		}()
 	}
 	var procs []dist.Process
-	hostFailed := make(map[string]bool)
 	for range launched {
 		r := <-results
-		if r.err != nil {
-			// The same failure on every session to one host is reported once.
-			key := fmt.Sprint(r.i, r.err)
-			if !hostFailed[key] {
-				hostFailed[key] = true
-				errs = append(errs, r.err)
-			}
-			continue
+		errs = append(errs, r.errs...)
+		for _, p := range r.ready {
+			procs = append(procs, p)
 		}
-		procs = append(procs, r.p)
 	}
 	return procs, errors.Join(errs...)
+}
+
+// startHost starts n workers on machine i through one ssh session. A host that lacks the
+// executable gets a copy of this binary, and the session is tried once more. A connection
+// that sshd dropped before the key exchange (what sshd does to connections beyond its
+// MaxStartups when many sessions start at once) is tried again, up to 3 times in all.
+func (m *Manager) startHost(ctx context.Context, i, n int, spec dist.LaunchSpec) ([]*Process, []error) {
+	copied := false
+	for attempt := 1; ; attempt++ {
+		ready, werrs, missing, err := m.startSession(ctx, i, n, spec)
+		switch {
+		case missing != nil && !copied:
+			if err := m.copyExe(ctx, i, missing[0], missing[1]); err != nil {
+				return nil, []error{err}
+			}
+			copied = true
+		case missing != nil:
+			return nil, []error{m.hostErr(i, -1, "", fmt.Errorf("%s is still missing after it was copied there", m.exe))}
+		case err != nil && attempt < 3 && droppedBySSHD(err):
+			select {
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, []error{err}
+			}
+		case err != nil:
+			return nil, []error{err}
+		default:
+			return ready, werrs
+		}
+	}
+}
+
+// droppedBySSHD reports whether err is ssh's failure when the server closed the connection
+// before the key exchange, as sshd does to unauthenticated connections beyond MaxStartups.
+func droppedBySSHD(err error) bool {
+	var he *HostError
+	return errors.As(err, &he) && he.ExitCode == 255 && strings.Contains(he.Msg, "kex_exchange_identification")
+}
+
+// logf logs progress about machine i, if Options.Logger is set.
+func (m *Manager) logf(i int, msg string, args ...any) {
+	if m.opt.Logger != nil {
+		m.opt.Logger.Info("ssh: "+msg, append([]any{"host", m.machines[i].name()}, args...)...)
+	}
 }
 
 // placement returns the machine index of each of n workers.

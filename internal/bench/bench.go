@@ -239,6 +239,7 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 			return ReduceFigures(ctx, r.c, r.opt.Quick, r.emitSelected)
 		}},
 		{[]string{"ssh.startup_8workers_ms", "tcp.call.p50_us"}, r.sshFigures},
+		{[]string{"ssh.launch_300workers_ms", "ssh.startup_300workers_ms"}, r.sshScaleFigures},
 		{[]string{"shm.fetch_mb_per_s", "shm.create_256mib_ms", "raw.memcpy_mb_per_s"}, func(ctx context.Context) error {
 			if _, err := r.baseline(ctx, "raw.memcpy_mb_per_s"); err != nil {
 				return err
