@@ -2,7 +2,6 @@ package dist
 
 import (
 	"context"
-	"os"
 	"sync"
 
 	"github.com/godist/dist/internal/wire"
@@ -27,9 +26,6 @@ func (c *Cluster) Close() error {
 		current = nil
 	}
 	currentMu.Unlock()
-	if c.sockDir != "" {
-		os.RemoveAll(c.sockDir)
-	}
 	return err
 }
 

@@ -5,10 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -27,7 +25,7 @@ type Cluster struct {
 	cfg     config
 	log     *slog.Logger
 	outMu   sync.Mutex
-	sockDir string // driver: directory of local workers' sockets
+	sockDir string // driver: where local workers listen: an abstract socket name prefix
 
 	ctx    context.Context // ends at Close: bounds every handler and background goroutine
 	cancel context.CancelFunc
@@ -141,13 +139,14 @@ func Start(ctx context.Context, opts ...Option) (*Cluster, error) {
 	c.me.Store(1)
 	c.startHeartbeat()
 	c.nextPid = 2
-	dir, err := os.MkdirTemp("", "godist-")
-	if err != nil {
-		return nil, fmt.Errorf("dist: start: %w", err)
-	}
-	c.sockDir = dir
+	// Local workers listen in the abstract socket namespace: no file to create (a thousand
+	// binds into one directory were a tenth of a worker's start-up, in the file system's
+	// inode allocation) and none left behind by a crash. The name is random, and a
+	// connection must still pass the cookie handshake.
+	var tok [8]byte
+	rand.Read(tok[:])
+	c.sockDir = "@godist-" + hex.EncodeToString(tok[:])
 	if err := setCurrent(c); err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	if cfg.n > 0 {

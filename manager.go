@@ -64,8 +64,10 @@ type WorkerConfig struct {
 	Cookie string `json:"cookie"`
 	// Network is "unix" or "tcp": how the worker listens.
 	Network string `json:"network"`
-	// Bind is, for "unix", the directory the socket is made in; for "tcp", the host:port to
-	// listen on (port 0 for any).
+	// Bind is, for "unix", the directory the socket is made in, or, starting with '@', the
+	// prefix of a name in Linux's abstract socket namespace (the local manager's choice: no
+	// file is made, none is left behind); for "tcp", the host:port to listen on (port 0 for
+	// any).
 	Bind string `json:"bind"`
 	// ConnectTimeout is how long the worker waits for the driver to connect before it exits.
 	ConnectTimeout time.Duration `json:"connect_timeout"`

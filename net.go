@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -63,6 +64,9 @@ func (c *Cluster) listen(wc WorkerConfig) (net.Listener, string, string, error) 
 			dir = os.TempDir()
 		}
 		path := filepath.Join(dir, fmt.Sprintf("w%d.sock", os.Getpid()))
+		if strings.HasPrefix(dir, "@") { // an abstract name's prefix (Linux)
+			path = fmt.Sprintf("%s-w%d", dir, os.Getpid())
+		}
 		ln, err := net.Listen("unix", path)
 		if err != nil {
 			return nil, "", "", err

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/godist/dist/internal/wire"
@@ -156,7 +157,7 @@ func ServeWorker(ctx context.Context, wc WorkerConfig, announce func(network, ad
 		c.shutdown()
 		return fmt.Errorf("dist: worker: %w", err)
 	}
-	if network == "unix" {
+	if network == "unix" && !strings.HasPrefix(addr, "@") {
 		defer os.Remove(addr)
 	}
 	c.mu.Lock()
