@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"go/ast"
 	"go/parser"
+	"maps"
 	"reflect"
 	"slices"
 
@@ -170,9 +171,11 @@ func call[In any](ctx context.Context, c *dist.Cluster, pids []int, f *dist.Func
 	})
 }
 
-// callEval runs evalFn with r on every pid.
+// callEval runs evalFn with r on every pid. To many processes, the evaluation goes as one
+// call of dist's over its tree of processes (see dist.Func.On); this process and Any are
+// evaluated as callEach does.
 func callEval(ctx context.Context, c *dist.Cluster, pids []int, r evalReq) (map[int]*Value, error) {
-	return callEach(ctx, c, pids, func(p int) (*Value, error) {
+	one := func(p int) (*Value, error) {
 		b, err := evalFn.Call(ctx, c, p, r)
 		if err != nil {
 			return nil, err
@@ -182,7 +185,75 @@ func callEval(ctx context.Context, c *dist.Cluster, pids []int, r evalReq) (map[
 			err = rep.Err
 		}
 		return rep.Val, err
-	})
+	}
+	var remote, rest []int
+	for _, p := range pids {
+		if p != c.MyID() && p != dist.Any && !slices.Contains(remote, p) {
+			remote = append(remote, p)
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	if len(remote) < manyPids {
+		return callEach(ctx, c, pids, one)
+	}
+	type treeOut struct {
+		m   map[int][]byte
+		err error
+	}
+	done := make(chan treeOut, 1)
+	go func() {
+		m, err := evalFn.On(ctx, c, remote, r)
+		done <- treeOut{m, err}
+	}()
+	out, err := callEach(ctx, c, rest, one)
+	errs := map[int]error{}
+	if err != nil {
+		errs[errPid(err)] = err
+	}
+	var t treeOut
+	select {
+	case t = <-done:
+	case <-ctx.Done():
+		return out, ctx.Err()
+	}
+	if t.err != nil {
+		errs[errPid(t.err)] = t.err
+	}
+	for p, b := range t.m {
+		rep, err := unpackReply(b)
+		if err == nil && rep.Err != nil {
+			err = rep.Err
+		}
+		if err != nil {
+			errs[p] = err
+			continue
+		}
+		out[p] = rep.Val
+	}
+	if len(errs) > 0 {
+		return out, errs[slices.Min(slices.Collect(maps.Keys(errs)))]
+	}
+	return out, nil
+}
+
+// manyPids is the number of processes from which an evaluation goes over dist's tree.
+const manyPids = 8
+
+// errPid returns the pid an error of a call names, or 0.
+func errPid(err error) int {
+	var re *dist.RemoteError
+	var pe *dist.ProcessExitedError
+	var ee *EvalError
+	switch {
+	case errors.As(err, &ee):
+		return ee.Pid
+	case errors.As(err, &pe):
+		return pe.Pid
+	case errors.As(err, &re):
+		return re.Pid
+	}
+	return 0
 }
 
 // callEach runs one on every pid concurrently and returns the values by pid. Like dist's

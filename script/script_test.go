@@ -207,3 +207,31 @@ func TestRangeOverInt(t *testing.T) {
 		}
 	}
 }
+
+// TestManyProcesses evaluates on enough processes for the evaluation to travel over dist's
+// tree: every process gets the code once, values come back by pid, and the error is that of
+// the lowest pid that failed.
+func TestManyProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("30 interpreter workers: not in -short runs")
+	}
+	c, _ := disttest.Start(t, 30)
+	ctx := ctxT(t)
+	if err := script.Everywhere(ctx, c, "x := myid() * 2"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := script.Reap(ctx, c, c.Procs(), "x")
+	if err != nil || len(got) != 31 {
+		t.Fatalf("reap: %d values, %v", len(got), err)
+	}
+	for pid, v := range got {
+		if v != pid*2 {
+			t.Fatalf("x on %d is %v", pid, v)
+		}
+	}
+	_, err = script.Eval(ctx, c, c.Procs(), "if myid() >= 20 {\n\tpanic(\"boom\")\n}")
+	var ee *script.EvalError
+	if !errors.As(err, &ee) || ee.Pid != 20 || ee.Kind != script.KindPanic || !strings.Contains(ee.Msg, "boom") {
+		t.Fatalf("error %v, want the panic of process 20", err)
+	}
+}

@@ -32,6 +32,13 @@ var (
 	hostname = dist.NewFunc("sshtest.hostname", func(ctx context.Context, _ int) (string, error) {
 		return os.Hostname()
 	})
+	// slowHostname takes a while, so that a Pmap keeps at most a couple of items in flight
+	// per worker and every worker gets some: with instant items, the first workers' lanes
+	// may drain the input before the others ask.
+	slowHostname = dist.NewFunc("sshtest.slowhostname", func(ctx context.Context, _ int) (string, error) {
+		time.Sleep(20 * time.Millisecond)
+		return os.Hostname()
+	})
 	// pairHost runs on one worker, calls hostname on another and returns both hostnames:
 	// a worker-to-worker call.
 	pairHost = dist.NewFunc("sshtest.pairhost", func(ctx context.Context, other int) ([2]string, error) {

@@ -157,7 +157,7 @@ func TestPmapAndPeerCallsAcrossHosts(t *testing.T) {
 
 	// A Pmap whose results are the hostnames of the workers that computed them.
 	in := make([]int, 60)
-	res, err := dist.Pmap(ctx, c, hostname, in, dist.WithBatchSize(1))
+	res, err := dist.Pmap(ctx, c, slowHostname, in, dist.WithBatchSize(1))
 	if err != nil {
 		t.Fatal(err)
 	}
