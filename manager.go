@@ -172,16 +172,18 @@ type localManager struct{}
 // localWorkers counts the live workers this process started on its own host.
 var localWorkers atomic.Int64
 
-// localWorkerProcs returns the GOMAXPROCS a local worker gets when n of them share cpus
-// processors: 1 once workers outnumber processors, else 0 (the Go default, every processor).
-// Each Go process otherwise keeps a thread per processor ready, and with 1,000 workers on
-// 2 cores their idle threads' wake-ups and the scheduler's spinning for work dominated: a
+// WorkerProcs returns the GOMAXPROCS a worker should get when n workers share this host: 1
+// once they outnumber its processors, else 0 (Go's default: every processor). Managers that
+// start several workers on a host apply it unless the environment sets GOMAXPROCS already
+// (the local manager, and the launcher the ssh and slurm managers run on each host).
+//
+// Each Go process otherwise keeps a thread per processor ready, and with 1,000 workers on 2
+// cores their idle threads' wake-ups and the scheduler's spinning for work dominated: a
 // 1,000-worker start took 229 s with the default and 66 s with GOMAXPROCS=1 (one run,
 // before membership was O(N)). Up to one worker per processor the default stays, so that a
-// worker's own goroutines may use every core while the others are idle. A GOMAXPROCS in the
-// driver's environment wins: workers inherit it.
-func localWorkerProcs(n, cpus int) int {
-	if n > cpus {
+// worker's own goroutines may use every core while the others are idle.
+func WorkerProcs(n int) int {
+	if n > runtime.NumCPU() {
 		return 1
 	}
 	return 0
@@ -202,7 +204,7 @@ func (localManager) Launch(ctx context.Context, spec LaunchSpec) ([]Process, err
 	}
 	ch := make(chan res, spec.Count)
 	env := WorkerEnv(os.Environ())
-	if procs := localWorkerProcs(int(localWorkers.Load())+spec.Count, runtime.NumCPU()); procs > 0 && os.Getenv("GOMAXPROCS") == "" {
+	if procs := WorkerProcs(int(localWorkers.Load()) + spec.Count); procs > 0 && os.Getenv("GOMAXPROCS") == "" {
 		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", procs))
 	}
 	for i := 0; i < spec.Count; i++ {

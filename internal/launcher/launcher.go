@@ -132,6 +132,9 @@ func Run(in io.Reader, out io.Writer) int {
 	env := append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, dist.EnvWorker+"=")
 	}), dist.EnvWorker+"=1")
+	if procs := dist.WorkerProcs(len(spec.Workers)); procs > 0 && os.Getenv("GOMAXPROCS") == "" {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", procs))
+	}
 
 	ws := make([]*child, len(spec.Workers))
 	var wg sync.WaitGroup
