@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/godist/dist/internal/codec"
 	"github.com/godist/dist/internal/wire"
@@ -63,8 +62,6 @@ func rawBuiltin(name string, fn func(ctx context.Context, c *Cluster, fr *wire.F
 		return fn(ctx, c, fr, arg)
 	})
 }
-
-var exitOnce sync.Once
 
 func init() {
 	builtin(fnHello, func(ctx context.Context, c *Cluster, pid int) (bool, error) {

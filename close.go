@@ -3,6 +3,7 @@ package dist
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/godist/dist/internal/wire"
 )
@@ -48,6 +49,24 @@ func (c *Cluster) shutdown() {
 	}
 	c.drops.stop()
 	c.bg.closeAndWait()
+}
+
+// shutdownWithin is shutdown bounded by d: false if handlers still run after d (they were
+// cancelled, and ignore it). The shutdown then completes in the background, if ever.
+func (c *Cluster) shutdownWithin(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		c.shutdown()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // tracker counts the cluster's background goroutines and handlers so that shutdown can wait

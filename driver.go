@@ -61,6 +61,7 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 			// Twice the driver's: on a dark link the driver is the one that decides (and
 			// reports the worker lost) before the worker gives up on it and exits.
 			HeartbeatTimeout: 2 * cfg.hbTimeout,
+			ExitGrace:        cfg.exitGrace,
 		},
 		Timeout: cfg.launchTimeout,
 	}

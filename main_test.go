@@ -12,6 +12,10 @@ import (
 // environment, never take it.
 func TestMain(m *testing.M) {
 	dist.Main()
+	if os.Getenv(envBusyDriver) != "" {
+		os.Unsetenv(envBusyDriver)
+		os.Exit(runBusyDriver())
+	}
 	if os.Getenv("GODIST_TEST_DRIVER") != "" {
 		os.Unsetenv("GODIST_TEST_DRIVER")
 		os.Exit(runTestDriver())

@@ -85,6 +85,10 @@ type WorkerConfig struct {
 	// (WithHeartbeat); interval 0 for the defaults, negative to disable.
 	HeartbeatInterval time.Duration `json:"heartbeat_interval,omitempty"`
 	HeartbeatTimeout  time.Duration `json:"heartbeat_timeout,omitempty"`
+	// ExitGrace is how long the worker, once it must stop (its driver is gone or asked it to
+	// exit), waits for the calls it was running to end after cancelling them (WithExitGrace);
+	// 0 for the default.
+	ExitGrace time.Duration `json:"exit_grace,omitempty"`
 }
 
 // LaunchSpec is what a Manager is asked to start.

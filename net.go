@@ -34,6 +34,9 @@ func (cfg *config) applyWorker(wc WorkerConfig) error {
 	if wc.DialTimeout > 0 {
 		cfg.connTimeout = wc.DialTimeout
 	}
+	if wc.ExitGrace > 0 {
+		cfg.exitGrace = wc.ExitGrace
+	}
 	if wc.HeartbeatInterval != 0 {
 		cfg.hbInterval, cfg.hbTimeout = wc.HeartbeatInterval, wc.HeartbeatTimeout
 	}

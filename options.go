@@ -34,6 +34,7 @@ type config struct {
 	connTimeout   time.Duration
 	hbInterval    time.Duration // 0: no heartbeats
 	hbTimeout     time.Duration
+	exitGrace     time.Duration // see WithExitGrace
 }
 
 // WithWorkers sets how many workers Start launches (default runtime.NumCPU()).
@@ -97,9 +98,27 @@ func newConfig(opts []Option) config {
 		connTimeout:   defaultConnectTimeout,
 		hbInterval:    defaultHeartbeat,
 		hbTimeout:     defaultHeartbeatTimeout,
+		exitGrace:     defaultExitGrace,
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	return cfg
 }
+
+// WithExitGrace sets how long a worker that must stop waits for the calls it runs to end once
+// it has cancelled them (default 5s). A worker stops when the driver asks it to (RmProcs,
+// Close) and when it loses the driver: the driver exited or crashed, or stopped answering
+// heartbeats. Code that ignores its context's cancellation is not waited for beyond the grace
+// period: the worker says so on standard error and exits, so that no worker outlives its
+// driver for longer (Julia's workers run on until the call returns, Distributed.jl#198).
+func WithExitGrace(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.exitGrace = d
+		}
+	}
+}
+
+// defaultExitGrace is the grace period of WithExitGrace.
+const defaultExitGrace = 5 * time.Second

@@ -128,8 +128,12 @@ var ErrNotJoined = errors.New("dist: worker: no driver connected")
 // Addr returns the announced address).
 //
 // Only one cluster may be open per process: ServeWorker fails if this process already has
-// one (it is a driver, or already a worker). When it returns, every connection, listener and
-// goroutine it started has ended, and Current returns nil again.
+// one (it is a driver, or already a worker). When it returns, every connection and listener
+// it started is closed, the calls it was running were cancelled, and Current returns nil
+// again. It waits for those calls to end for the grace period of WithExitGrace at most
+// (WorkerConfig.ExitGrace); calls that ignore their cancellation are left running, said on
+// standard error, so that the process can exit: a worker's program must not outlive
+// ServeWorker for long (Main exits at once).
 func ServeWorker(ctx context.Context, wc WorkerConfig, announce func(network, addr string) error) error {
 	if wc.ConnectTimeout <= 0 {
 		wc.ConnectTimeout = time.Minute
@@ -168,7 +172,12 @@ func ServeWorker(ctx context.Context, wc WorkerConfig, announce func(network, ad
 		defer c.bg.done()
 		c.acceptLoop(ln)
 	}()
-	defer c.shutdown()
+	why := "asked to stop"
+	defer func() {
+		if !c.shutdownWithin(c.cfg.exitGrace) {
+			fmt.Fprintf(os.Stderr, "dist: worker %d: %s; calls that ignore their cancellation are still running %v later: leaving them behind\n", c.MyID(), why, c.cfg.exitGrace)
+		}
+	}()
 	if err := announce(network, addr); err != nil {
 		return fmt.Errorf("dist: worker: announcing %s %s: %w", network, addr, err)
 	}
@@ -185,8 +194,11 @@ func ServeWorker(ctx context.Context, wc WorkerConfig, announce func(network, ad
 	}
 	select {
 	case <-c.driverLost:
+		why = "lost the driver"
+		fmt.Fprintf(os.Stderr, "dist: worker %d: lost the driver; cancelling its calls and exiting\n", c.MyID())
 		return ErrDriverLost
 	case <-ctx.Done():
+		why = context.Cause(ctx).Error()
 		return context.Cause(ctx)
 	case <-c.exitReq:
 		return nil
