@@ -20,7 +20,6 @@ var (
 	procsOf = dist.NewFunc("test.procs", func(ctx context.Context, _ struct{}) ([]int, error) {
 		return dist.Current(ctx).Procs(), nil
 	})
-	osPid = dist.NewFunc("test.ospid", func(ctx context.Context, _ struct{}) (int, error) { return os.Getpid(), nil })
 	boom  = dist.NewFunc("test.boom", func(ctx context.Context, msg string) (int, error) { panic(msg) })
 	fail  = dist.NewFunc("test.fail", func(ctx context.Context, msg string) (int, error) { return 0, errors.New(msg) })
 	sleep = dist.NewFunc("test.sleep", func(ctx context.Context, d time.Duration) (string, error) {
@@ -109,19 +108,6 @@ var (
 			done++
 		}
 		return done, nil
-	})
-	pingPong = dist.NewFunc("test.pingpong", func(ctx context.Context, chs [2]*dist.RemoteChannel[int]) (int, error) {
-		n := 0
-		for v, err := range chs[0].All(ctx) {
-			if err != nil {
-				return n, err
-			}
-			if err := chs[1].Put(ctx, v+1); err != nil {
-				return n, err
-			}
-			n++
-		}
-		return n, nil
 	})
 )
 
