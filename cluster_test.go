@@ -188,6 +188,28 @@ func TestFuturePassedToAnotherWorker(t *testing.T) {
 	}
 }
 
+func TestReceivedFutureReady(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 2)
+	// Not ready anywhere: Ready says no without asking, ReadyCtx asks and says no, and a
+	// question under an ended context fails instead of waiting.
+	slow := sleep.Go(ctx, c, 2, time.Hour)
+	r, err := readiness.Call(ctx, c, 3, readinessQuery{F: slow})
+	if err != nil || r.Before || r.Asked || r.After || r.EndedErr == "" {
+		t.Fatalf("unready future on 3: %+v, %v", r, err)
+	}
+	if !strings.Contains(r.EndedErr, "canceled") {
+		t.Errorf("ReadyCtx under an ended context: %q, want the context's error", r.EndedErr)
+	}
+	// Sent before it is ready, then ready at its owner: ReadyCtx learns it from the owner,
+	// and Ready remembers.
+	soon := sleep.Go(ctx, c, 2, 50*time.Millisecond)
+	r, err = readiness.Call(ctx, c, 3, readinessQuery{F: soon, Poll: true})
+	if err != nil || !r.Asked || !r.After {
+		t.Fatalf("future on 3 ready at its owner: %+v, %v", r, err)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	c, _ := disttest.Start(t, 2)

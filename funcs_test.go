@@ -94,6 +94,26 @@ var (
 	fetchFuture = dist.NewFunc("test.fetchfuture", func(ctx context.Context, f *dist.Future[int]) (int, error) {
 		return f.Fetch(ctx)
 	})
+	// readiness asks whether a received future is ready: first without the network (Ready),
+	// then the owner under a context that has ended, then under ctx (until it says yes, if
+	// q.Poll), then Ready again.
+	readiness = dist.NewFunc("test.readiness", func(ctx context.Context, q readinessQuery) (futureReadiness, error) {
+		var r futureReadiness
+		r.Before = q.F.Ready()
+		ended, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := q.F.ReadyCtx(ended); err != nil {
+			r.EndedErr = err.Error()
+		}
+		for {
+			var err error
+			if r.Asked, err = q.F.ReadyCtx(ctx); err != nil || r.Asked || !q.Poll {
+				r.After = q.F.Ready()
+				return r, err
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
 	// worker pulls jobs from one remote channel and puts results on another, as in the
 	// manual's example.
 	jobWorker = dist.NewFunc("test.jobworker", func(ctx context.Context, chs [2]*dist.RemoteChannel[int]) (int, error) {
@@ -110,6 +130,18 @@ var (
 		return done, nil
 	})
 )
+
+// readinessQuery is readiness's argument.
+type readinessQuery struct {
+	F    *dist.Future[string]
+	Poll bool
+}
+
+// futureReadiness is what readiness saw.
+type futureReadiness struct {
+	Before, Asked, After bool
+	EndedErr             string
+}
 
 var (
 	cancelSeenMu sync.Mutex
