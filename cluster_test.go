@@ -60,20 +60,13 @@ func TestProcessesAndPids(t *testing.T) {
 		}
 	}
 	// a worker sees the same membership
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	disttest.Eventually(t, 5*time.Second, "worker 6 to see procs [1 2 4 5 6]", func() bool {
 		got, err := procsOf.Call(ctx, c, 6, struct{}{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if slices.Equal(got, []int{1, 2, 4, 5, 6}) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("worker 6 sees procs %v", got)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return slices.Equal(got, []int{1, 2, 4, 5, 6})
+	})
 }
 
 func TestOutputForwarding(t *testing.T) {
@@ -282,8 +275,9 @@ func TestCancellationReachesRemote(t *testing.T) {
 	c, _ := disttest.Start(t, 1)
 	cctx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
-	go func() { _, err := waitCancel.Call(cctx, c, 2, struct{}{}); errc <- err }()
-	time.Sleep(50 * time.Millisecond)
+	started := disttest.NewBarrier(t, c)
+	go func() { _, err := waitCancel.Call(cctx, c, 2, started); errc <- err }()
+	started.Wait(ctx, t, 1)
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled call: %v", err)
@@ -291,23 +285,16 @@ func TestCancellationReachesRemote(t *testing.T) {
 	// a Go whose context times out
 	tctx, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel2()
-	if _, err := waitCancel.Go(tctx, c, 2, struct{}{}).Fetch(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := waitCancel.Go(tctx, c, 2, nil).Fetch(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("timed out Go: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	disttest.Eventually(t, 5*time.Second, "the remote to see 2 cancellations", func() bool {
 		n, err := cancelCount.Call(ctx, c, 2, struct{}{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("remote saw %d cancellations, want 2", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n == 2
+	})
 }
 
 // A one-way request (Do) has no caller waiting, but its handler still stops when the process
@@ -319,10 +306,11 @@ func TestOneWayHandlerCancelledWhenSenderDies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := doWaitOnDriver.Call(ctx, c, 2, struct{}{}); err != nil {
+	started := disttest.NewBarrier(t, c)
+	if _, err := doWaitOnDriver.Call(ctx, c, 2, started); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // the driver's handler is waiting on its context
+	started.Wait(ctx, t, 1) // the driver's handler waits on its context now
 	disttest.Kill(t, c, 2)
 	disttest.Eventually(t, 5*time.Second, "the driver's handler to see its context end", func() bool {
 		n, err := cancelCount.Call(ctx, c, 1, struct{}{})
@@ -491,21 +479,14 @@ func TestUnreachableFutureIsReleased(t *testing.T) {
 	for i := range 200 {
 		sleep.Go(ctx, c, 2, time.Duration(i%2)*time.Millisecond)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	disttest.Eventually(t, 10*time.Second, "the owner to free the values of unreachable futures", func() bool {
 		runtime.GC()
 		st, err := stats.Call(ctx, c, 2, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Refs == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("owner still holds %d values of unreachable futures", st.Refs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return st.Refs == 0
+	})
 }
 
 func TestMembershipEvents(t *testing.T) {

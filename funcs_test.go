@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/godist/dist"
+	"github.com/godist/dist/disttest"
 )
 
 // Functions every process of the test binary knows.
@@ -56,7 +57,11 @@ var (
 )
 
 var (
-	waitCancel = dist.NewFunc("test.waitcancel", func(ctx context.Context, _ struct{}) (struct{}, error) {
+	// waitCancel arrives at started, then waits for its context to end.
+	waitCancel = dist.NewFunc("test.waitcancel", func(ctx context.Context, started *disttest.Barrier) (struct{}, error) {
+		if err := started.Arrive(ctx); err != nil {
+			return struct{}{}, err
+		}
 		select {
 		case <-ctx.Done():
 			cancelSeenMu.Lock()
@@ -68,8 +73,8 @@ var (
 		}
 	})
 	// doWaitOnDriver sends a one-way waitCancel to the driver and returns.
-	doWaitOnDriver = dist.NewFunc("test.dowaitondriver", func(ctx context.Context, _ struct{}) (struct{}, error) {
-		return struct{}{}, waitCancel.Do(ctx, dist.Current(ctx), 1, struct{}{})
+	doWaitOnDriver = dist.NewFunc("test.dowaitondriver", func(ctx context.Context, started *disttest.Barrier) (struct{}, error) {
+		return struct{}{}, waitCancel.Do(ctx, dist.Current(ctx), 1, started)
 	})
 	godebugOf = dist.NewFunc("test.godebug", func(ctx context.Context, _ struct{}) (string, error) {
 		return os.Getenv("GODEBUG"), nil
