@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/godist/dist/internal/payload"
 )
 
 // A Conn's read role
@@ -52,18 +54,9 @@ import (
 // ErrClosed is wrapped by the errors of calls on a connection that has ended.
 var ErrClosed = errors.New("wire: connection closed")
 
-// Msg is an outgoing message: a CBOR part and an optional raw part. Raw aliases the caller's
-// slice; Send does not return before the bytes are written or copied.
-type Msg struct {
-	CBOR    []byte
-	RawKind RawKind
-	Raw     []byte
-	// Flags go into the frame's header, for the peer's Handler; FlagRing is the connection's
-	// own, and Send refuses a message that sets it.
-	Flags uint16
-	// RawValue is the typed slice Raw views, when the sender has it; it is not sent.
-	RawValue any
-}
+// Msg is an outgoing message: a CBOR part and an optional raw part (see package payload).
+// Raw aliases the caller's slice; Send does not return before the bytes are written or copied.
+type Msg = payload.Msg
 
 // Handler receives the frames of kind request, oneway and cancel. It runs on the connection's
 // reader goroutine: a quick handler costs no goroutine hand-off at all, which on a small
