@@ -1,6 +1,6 @@
-// Package codec turns Go values into messages (package payload) and back: CBOR for structure, and a raw
-// little-endian part for a top-level numeric slice, or for the numeric slices inside a struct
-// (oob.go), so that bulk data is never encoded per element.
+// Package codec turns Go values into messages (package payload) and back: CBOR for
+// structure, and a raw little-endian part for a top-level numeric slice, or for the numeric
+// slices inside a struct (oob.go), so that bulk data is never encoded per element.
 package codec
 
 import (
