@@ -239,13 +239,14 @@ func TestErrors(t *testing.T) {
 func TestKillWorkerMidCalls(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	c, _ := disttest.Start(t, 2)
-	var futs []*dist.Future[string]
+	started := disttest.NewBarrier(t, c)
+	var futs []*dist.Future[struct{}]
 	for range 50 {
-		futs = append(futs, sleep.Go(ctx, c, 3, 10*time.Second))
+		futs = append(futs, waitCancel.Go(ctx, c, 3, started))
 	}
 	done := make(chan error, 1)
-	go func() { _, err := sleep.Call(ctx, c, 3, 10*time.Second); done <- err }()
-	time.Sleep(50 * time.Millisecond)
+	go func() { _, err := waitCancel.Call(ctx, c, 3, started); done <- err }()
+	started.Wait(ctx, t, 51) // every call runs on 3
 	start := time.Now()
 	disttest.Kill(t, c, 3)
 	for _, f := range futs {
