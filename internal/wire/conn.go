@@ -33,10 +33,12 @@ import (
 //	free → background     claimed by StartFunc/StartLazy (startReader), by the monitor when the
 //	                      role has been free for two ticks (a peer's request may be waiting), or
 //	                      by setFree itself when replies turn out to be awaited by others.
-//	caller → background   the caller met a request from the peer, or bytes it will not read:
-//	                      it passes the role to a goroutine it starts (role.pass), and that
-//	                      goroutine handles the frame first.
-//	caller → free         the caller has its reply and nothing is buffered (setFree).
+//	caller → background   the caller stops reading (its reply came, its context ended, or a
+//	                      request from the peer arrived) and cannot leave the role free: a
+//	                      frame or bytes wait, this end served a request within serverQuiet,
+//	                      or others await replies. It passes the role to a goroutine it
+//	                      starts (role.pass), which handles the waiting frame first.
+//	caller → free         the caller stops reading and none of that holds (setFree).
 //	background → free     the reader delivered a reply to a caller that counts itself in
 //	                      role.callers, with nothing buffered: that caller reads from its next
 //	                      call on (setFree).
