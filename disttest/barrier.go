@@ -36,7 +36,9 @@ func NewBarrier(t testing.TB, c *dist.Cluster) *Barrier {
 	return &Barrier{Ch: ch}
 }
 
-// Arrive records that the caller has reached the point the test waits for.
+// Arrive records that the caller has reached the point the test waits for. The test's Wait may
+// return before Arrive does: whatever the test does next (cancelling the caller's context, say)
+// may already happen during Arrive, and the caller must treat it as if it came after.
 func (b *Barrier) Arrive(ctx context.Context) error {
 	if b == nil || b.Ch == nil {
 		return nil
