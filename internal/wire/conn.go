@@ -117,7 +117,6 @@ type Conn struct {
 	role        readRole
 	lastRequest atomic.Int64 // when a request from the peer was last handled (unix ns)
 	lead        leaderState
-	mon         *monitor // times handlers and free roles; the process's, or a test's
 	mu          sync.Mutex
 	pending     map[uint64]Replier
 	err         error // why the connection ended; set once
@@ -129,6 +128,10 @@ type Conn struct {
 	// ringAbortFn is ringAbort made once: a transfer through a ring that must wait asks it
 	// (see ring.put), and a method value made per transfer would cost an allocation.
 	ringAbortFn func() error
+
+	// mon times handlers and free roles: the process's, or a test's. Last, so that the hot
+	// fields above keep the cache lines they were measured in.
+	mon *monitor
 }
 
 // ringState is a connection's use of shared-memory rings (see ring.go).
