@@ -51,6 +51,7 @@ var rules = []rule{
 	{pkg: "slurm", only: []string{"", internal}, why: "a manager"},
 	{pkg: "elastic", only: []string{"", internal}, why: "a manager"},
 	{pkg: "mpi", only: []string{"", "elastic", internal}, why: "a manager, on elastic's rendezvous"},
+	{pkg: "internal/launcher", later: true, only: []string{"", internal}, why: "the driver's end of a launcher session, shared by the ssh and slurm managers"},
 	// The test harness and the programs.
 	{pkg: "disttest/...", only: []string{"", "disttest/...", internal}, why: "the harness drives the core"},
 	{pkg: "internal/archtest", why: "tests only"},
