@@ -87,13 +87,23 @@ func TestReadRoleCallers(t *testing.T) {
 	}
 }
 
-// fakeClock is a clock a test moves by hand.
+// fakeClock is a clock a test moves by hand. It starts far from zero, as the wall clock does:
+// a connection that never served a request counts as quiet for serverQuiet.
 type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(1 << 60)
+	return c
+}
 
 func (c *fakeClock) now() int64              { return c.ns.Load() }
 func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
-func newFakeClock() *fakeClock               { c := &fakeClock{}; c.ns.Store(1 << 60); return c }
-func echoHandler(c *Conn, f *Frame)          { go c.Send(KindReply, f.ID, Msg{CBOR: f.CBOR}) }
+
+// echoHandler answers every frame with its own CBOR, from a goroutine as a Handler must.
+func echoHandler(c *Conn, f *Frame) { go c.Send(KindReply, f.ID, Msg{CBOR: f.CBOR}) }
+
+// manualPair connects a, watched by m, to b, watched by the process's monitor.
 func manualPair(t *testing.T, m *monitor, ha, hb Handler) (a, b *Conn) {
 	t.Helper()
 	na, nb := UnixPair(t)
