@@ -60,20 +60,13 @@ func TestProcessesAndPids(t *testing.T) {
 		}
 	}
 	// a worker sees the same membership
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	disttest.Eventually(t, 5*time.Second, "worker 6 to see procs [1 2 4 5 6]", func() bool {
 		got, err := procsOf.Call(ctx, c, 6, struct{}{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if slices.Equal(got, []int{1, 2, 4, 5, 6}) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("worker 6 sees procs %v", got)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return slices.Equal(got, []int{1, 2, 4, 5, 6})
+	})
 }
 
 func TestOutputForwarding(t *testing.T) {
@@ -188,6 +181,28 @@ func TestFuturePassedToAnotherWorker(t *testing.T) {
 	}
 }
 
+func TestReceivedFutureReady(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	c, _ := disttest.Start(t, 2)
+	// Not ready anywhere: Ready says no without asking, ReadyCtx asks and says no, and a
+	// question under an ended context fails instead of waiting.
+	slow := sleep.Go(ctx, c, 2, time.Hour)
+	r, err := readiness.Call(ctx, c, 3, readinessQuery{F: slow})
+	if err != nil || r.Before || r.Asked || r.After || r.EndedErr == "" {
+		t.Fatalf("unready future on 3: %+v, %v", r, err)
+	}
+	if !strings.Contains(r.EndedErr, "canceled") {
+		t.Errorf("ReadyCtx under an ended context: %q, want the context's error", r.EndedErr)
+	}
+	// Sent before it is ready, then ready at its owner: ReadyCtx learns it from the owner,
+	// and Ready remembers.
+	soon := sleep.Go(ctx, c, 2, 50*time.Millisecond)
+	r, err = readiness.Call(ctx, c, 3, readinessQuery{F: soon, Poll: true})
+	if err != nil || !r.Asked || !r.After {
+		t.Fatalf("future on 3 ready at its owner: %+v, %v", r, err)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	c, _ := disttest.Start(t, 2)
@@ -224,13 +239,14 @@ func TestErrors(t *testing.T) {
 func TestKillWorkerMidCalls(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	c, _ := disttest.Start(t, 2)
-	var futs []*dist.Future[string]
+	started := disttest.NewBarrier(t, c)
+	var futs []*dist.Future[struct{}]
 	for range 50 {
-		futs = append(futs, sleep.Go(ctx, c, 3, 10*time.Second))
+		futs = append(futs, waitCancel.Go(ctx, c, 3, started))
 	}
 	done := make(chan error, 1)
-	go func() { _, err := sleep.Call(ctx, c, 3, 10*time.Second); done <- err }()
-	time.Sleep(50 * time.Millisecond)
+	go func() { _, err := waitCancel.Call(ctx, c, 3, started); done <- err }()
+	started.Wait(ctx, t, 51) // every call runs on 3
 	start := time.Now()
 	disttest.Kill(t, c, 3)
 	for _, f := range futs {
@@ -260,8 +276,9 @@ func TestCancellationReachesRemote(t *testing.T) {
 	c, _ := disttest.Start(t, 1)
 	cctx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
-	go func() { _, err := waitCancel.Call(cctx, c, 2, struct{}{}); errc <- err }()
-	time.Sleep(50 * time.Millisecond)
+	started := disttest.NewBarrier(t, c)
+	go func() { _, err := waitCancel.Call(cctx, c, 2, started); errc <- err }()
+	started.Wait(ctx, t, 1)
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled call: %v", err)
@@ -269,23 +286,16 @@ func TestCancellationReachesRemote(t *testing.T) {
 	// a Go whose context times out
 	tctx, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel2()
-	if _, err := waitCancel.Go(tctx, c, 2, struct{}{}).Fetch(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := waitCancel.Go(tctx, c, 2, nil).Fetch(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("timed out Go: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	disttest.Eventually(t, 5*time.Second, "the remote to see 2 cancellations", func() bool {
 		n, err := cancelCount.Call(ctx, c, 2, struct{}{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("remote saw %d cancellations, want 2", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n == 2
+	})
 }
 
 // A one-way request (Do) has no caller waiting, but its handler still stops when the process
@@ -297,10 +307,11 @@ func TestOneWayHandlerCancelledWhenSenderDies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := doWaitOnDriver.Call(ctx, c, 2, struct{}{}); err != nil {
+	started := disttest.NewBarrier(t, c)
+	if _, err := doWaitOnDriver.Call(ctx, c, 2, started); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // the driver's handler is waiting on its context
+	started.Wait(ctx, t, 1) // the driver's handler waits on its context now
 	disttest.Kill(t, c, 2)
 	disttest.Eventually(t, 5*time.Second, "the driver's handler to see its context end", func() bool {
 		n, err := cancelCount.Call(ctx, c, 1, struct{}{})
@@ -469,21 +480,14 @@ func TestUnreachableFutureIsReleased(t *testing.T) {
 	for i := range 200 {
 		sleep.Go(ctx, c, 2, time.Duration(i%2)*time.Millisecond)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	disttest.Eventually(t, 10*time.Second, "the owner to free the values of unreachable futures", func() bool {
 		runtime.GC()
 		st, err := stats.Call(ctx, c, 2, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Refs == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("owner still holds %d values of unreachable futures", st.Refs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return st.Refs == 0
+	})
 }
 
 func TestMembershipEvents(t *testing.T) {

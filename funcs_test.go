@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/godist/dist"
+	"github.com/godist/dist/disttest"
 )
 
 // Functions every process of the test binary knows.
@@ -20,7 +21,6 @@ var (
 	procsOf = dist.NewFunc("test.procs", func(ctx context.Context, _ struct{}) ([]int, error) {
 		return dist.Current(ctx).Procs(), nil
 	})
-	osPid = dist.NewFunc("test.ospid", func(ctx context.Context, _ struct{}) (int, error) { return os.Getpid(), nil })
 	boom  = dist.NewFunc("test.boom", func(ctx context.Context, msg string) (int, error) { panic(msg) })
 	fail  = dist.NewFunc("test.fail", func(ctx context.Context, msg string) (int, error) { return 0, errors.New(msg) })
 	sleep = dist.NewFunc("test.sleep", func(ctx context.Context, d time.Duration) (string, error) {
@@ -57,7 +57,13 @@ var (
 )
 
 var (
-	waitCancel = dist.NewFunc("test.waitcancel", func(ctx context.Context, _ struct{}) (struct{}, error) {
+	// waitCancel arrives at started, then waits for its context to end.
+	waitCancel = dist.NewFunc("test.waitcancel", func(ctx context.Context, started *disttest.Barrier) (struct{}, error) {
+		// The test may cancel as soon as the arrival is recorded, before Arrive returns here:
+		// a cancellation during Arrive is counted below like any other.
+		if err := started.Arrive(ctx); err != nil && ctx.Err() == nil {
+			return struct{}{}, err
+		}
 		select {
 		case <-ctx.Done():
 			cancelSeenMu.Lock()
@@ -69,8 +75,8 @@ var (
 		}
 	})
 	// doWaitOnDriver sends a one-way waitCancel to the driver and returns.
-	doWaitOnDriver = dist.NewFunc("test.dowaitondriver", func(ctx context.Context, _ struct{}) (struct{}, error) {
-		return struct{}{}, waitCancel.Do(ctx, dist.Current(ctx), 1, struct{}{})
+	doWaitOnDriver = dist.NewFunc("test.dowaitondriver", func(ctx context.Context, started *disttest.Barrier) (struct{}, error) {
+		return struct{}{}, waitCancel.Do(ctx, dist.Current(ctx), 1, started)
 	})
 	godebugOf = dist.NewFunc("test.godebug", func(ctx context.Context, _ struct{}) (string, error) {
 		return os.Getenv("GODEBUG"), nil
@@ -95,6 +101,26 @@ var (
 	fetchFuture = dist.NewFunc("test.fetchfuture", func(ctx context.Context, f *dist.Future[int]) (int, error) {
 		return f.Fetch(ctx)
 	})
+	// readiness asks whether a received future is ready: first without the network (Ready),
+	// then the owner under a context that has ended, then under ctx (until it says yes, if
+	// q.Poll), then Ready again.
+	readiness = dist.NewFunc("test.readiness", func(ctx context.Context, q readinessQuery) (futureReadiness, error) {
+		var r futureReadiness
+		r.Before = q.F.Ready()
+		ended, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := q.F.ReadyCtx(ended); err != nil {
+			r.EndedErr = err.Error()
+		}
+		for {
+			var err error
+			if r.Asked, err = q.F.ReadyCtx(ctx); err != nil || r.Asked || !q.Poll {
+				r.After = q.F.Ready()
+				return r, err
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
 	// worker pulls jobs from one remote channel and puts results on another, as in the
 	// manual's example.
 	jobWorker = dist.NewFunc("test.jobworker", func(ctx context.Context, chs [2]*dist.RemoteChannel[int]) (int, error) {
@@ -110,20 +136,19 @@ var (
 		}
 		return done, nil
 	})
-	pingPong = dist.NewFunc("test.pingpong", func(ctx context.Context, chs [2]*dist.RemoteChannel[int]) (int, error) {
-		n := 0
-		for v, err := range chs[0].All(ctx) {
-			if err != nil {
-				return n, err
-			}
-			if err := chs[1].Put(ctx, v+1); err != nil {
-				return n, err
-			}
-			n++
-		}
-		return n, nil
-	})
 )
+
+// readinessQuery is readiness's argument.
+type readinessQuery struct {
+	F    *dist.Future[string]
+	Poll bool
+}
+
+// futureReadiness is what readiness saw.
+type futureReadiness struct {
+	Before, Asked, After bool
+	EndedErr             string
+}
 
 var (
 	cancelSeenMu sync.Mutex

@@ -2,10 +2,10 @@ package dist
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/godist/dist/internal/codec"
@@ -33,10 +33,13 @@ type future[T any] struct {
 	conn    *wire.Conn // for pending remote futures: the connection the request may wait on
 
 	ready atomic.Bool // val and err are known here; they never change after
-	mu    sync.Mutex
-	done  chan struct{} // made by the first waiter before ready, closed by set
-	val   T
-	err   error
+	// ownerReady: the owner said the value is ready (ReadyCtx). It stays so: the value is
+	// written once.
+	ownerReady atomic.Bool
+	mu         sync.Mutex
+	done       chan struct{} // made by the first waiter before ready, closed by set
+	val        T
+	err        error
 }
 
 // closedChan is the channel of every future that was ready before anyone waited: most
@@ -212,19 +215,35 @@ func newLocalFuture[T any](c *Cluster) (*Future[T], func(T, error)) {
 // Where returns the pid of the process that owns the value.
 func (f *Future[T]) Where() int { return f.id.Owner }
 
-// Ready reports whether the value is available here without waiting. For a Future received
-// from another process, it asks the owner, waiting at most one second for the answer.
+// Ready reports whether the value is available without waiting, from what this process
+// knows: the value has arrived here, or an earlier ReadyCtx found it ready at its owner (a
+// Future's value never changes once set, so a yes stays true). It never waits on the network:
+// for a Future received from another process whose owner has not been asked, it reports false;
+// ReadyCtx asks the owner.
 func (f *Future[T]) Ready() bool {
-	if f.ready.Load() {
-		return true
+	return f.ready.Load() || f.ownerReady.Load()
+}
+
+// ReadyCtx reports whether the value is available without waiting, asking the owner for a
+// Future received from another process (Julia's isready on a remote Future). ctx bounds that
+// question; its error, or the owner's, is returned with false. A true answer is remembered,
+// so later calls of Ready and ReadyCtx report it without asking.
+func (f *Future[T]) ReadyCtx(ctx context.Context) (bool, error) {
+	if f.Ready() {
+		return true, nil
 	}
 	if f.pending {
-		return false
+		// The reply comes to this process by itself: there is nobody to ask.
+		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(f.c.ctx, time.Second)
-	defer cancel()
 	ok, err := f.c.refCall(ctx, f.id, fnReady)
-	return err == nil && ok
+	if err != nil {
+		return false, fmt.Errorf("dist: asking pid %d whether a future is ready: %w", f.id.Owner, err)
+	}
+	if ok {
+		f.ownerReady.Store(true)
+	}
+	return ok, nil
 }
 
 // Fetch waits for the value and returns it with the remote call's error, if any. The value is

@@ -1,13 +1,9 @@
 package dist_test
 
 import (
-	"context"
 	"errors"
-	"io"
-	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,70 +124,12 @@ func indexOf(ev []dist.Event, k dist.EventKind, pid int) int {
 	return -1
 }
 
-// proxyManager launches local workers reached through a TCP proxy, so that a test can break
-// the driver's connection while the worker process lives: a lost link.
-type proxyManager struct {
-	t   *testing.T
-	mu  sync.Mutex
-	cut []net.Conn // the driver-side ends, closed to cut the link
-}
-
-type proxied struct {
-	dist.Process
-	addr string
-}
-
-func (p proxied) Addr() (string, string) { return "tcp", p.addr }
-
-func (m *proxyManager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Process, error) {
-	spec.Config.Network, spec.Config.Bind = "tcp", "127.0.0.1:0"
-	procs, err := dist.LocalManager().Launch(ctx, spec)
-	var out []dist.Process
-	for _, p := range procs {
-		_, target := p.Addr()
-		ln, lerr := net.Listen("tcp", "127.0.0.1:0")
-		if lerr != nil {
-			return out, lerr
-		}
-		m.t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				down, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					down.Close()
-					continue
-				}
-				m.mu.Lock()
-				m.cut = append(m.cut, down)
-				m.mu.Unlock()
-				// After a cut, the worker's side stays open and silent: it does not learn of it.
-				m.t.Cleanup(func() { up.Close() })
-				go io.Copy(up, down)
-				go io.Copy(down, up)
-			}
-		}()
-		out = append(out, proxied{p, ln.Addr().String()})
-	}
-	return out, err
-}
-
-// SetOutput passes the cluster's output function on to the wrapped process.
-func (p proxied) SetOutput(f dist.OutputFunc) {
-	if o, ok := p.Process.(interface{ SetOutput(dist.OutputFunc) }); ok {
-		o.SetOutput(f)
-	}
-}
-
 func TestLostConnectionEvent(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
 	c, _ := disttest.Start(t, 0)
 	var log eventLog
 	defer c.SubscribeLifecycle(log.add)()
-	m := &proxyManager{t: t}
+	m := disttest.NewLinks(t)
 	pids, err := c.AddProcs(ctx, m, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -200,11 +138,7 @@ func TestLostConnectionEvent(t *testing.T) {
 	if v, err := square.Call(ctx, c, pids[0], 3); err != nil || v != 9 {
 		t.Fatalf("call through the proxy: %v, %v", v, err)
 	}
-	m.mu.Lock()
-	for _, cn := range m.cut {
-		cn.Close()
-	}
-	m.mu.Unlock()
+	m.Cut()
 	ex := log.wait(t, "lost event", func(e dist.Event) bool { return e.Kind == dist.Exited && e.Pid == pids[0] })
 	if ex.Reason != dist.ExitLost || !errors.Is(ex.Cause, dist.ErrConnectionLost) || !errors.Is(ex.Cause, dist.ErrProcessExited) {
 		t.Fatalf("lost worker: %+v (%v)", ex, ex.Cause)
@@ -213,63 +147,12 @@ func TestLostConnectionEvent(t *testing.T) {
 	disttest.Eventually(t, 5*time.Second, "the lost worker killed", func() bool { return !disttest.Alive(info.OSPid) })
 }
 
-// freezeProxy forwards like proxyManager's proxy until frozen, then drops everything in both
-// directions without closing: a link that went dark.
-type freezeManager struct {
-	t      *testing.T
-	frozen atomic.Bool
-}
-
-func (m *freezeManager) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Process, error) {
-	spec.Config.Network, spec.Config.Bind = "tcp", "127.0.0.1:0"
-	procs, err := dist.LocalManager().Launch(ctx, spec)
-	var out []dist.Process
-	for _, p := range procs {
-		_, target := p.Addr()
-		ln, lerr := net.Listen("tcp", "127.0.0.1:0")
-		if lerr != nil {
-			return out, lerr
-		}
-		m.t.Cleanup(func() { ln.Close() })
-		pump := func(dst, src net.Conn) {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := src.Read(buf)
-				if err != nil {
-					return
-				}
-				if !m.frozen.Load() {
-					dst.Write(buf[:n])
-				}
-			}
-		}
-		go func() {
-			for {
-				down, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					down.Close()
-					continue
-				}
-				m.t.Cleanup(func() { up.Close(); down.Close() })
-				go pump(up, down)
-				go pump(down, up)
-			}
-		}()
-		out = append(out, proxied{p, ln.Addr().String()})
-	}
-	return out, err
-}
-
 func TestHeartbeatLostLink(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
 	c, _ := disttest.Start(t, 0, dist.WithHeartbeat(100*time.Millisecond, time.Second), dist.WithLogger(quietLogger()))
 	var log eventLog
 	defer c.SubscribeLifecycle(log.add)()
-	m := &freezeManager{t: t}
+	m := disttest.NewLinks(t)
 	pids, err := c.AddProcs(ctx, m, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +165,7 @@ func TestHeartbeatLostLink(t *testing.T) {
 	if c.NWorkers() != 1 {
 		t.Fatal("worker dropped while its link was up")
 	}
-	m.frozen.Store(true)
+	m.Freeze()
 	start := time.Now()
 	ex := log.wait(t, "lost event", func(e dist.Event) bool { return e.Kind == dist.Exited && e.Pid == pids[0] })
 	if ex.Reason != dist.ExitLost || !errors.Is(ex.Cause, dist.ErrConnectionLost) || !strings.Contains(ex.Cause.Error(), "heartbeat") {

@@ -8,6 +8,16 @@
 //
 // Start registers a cleanup that closes the cluster and fails the test if a worker process
 // or a goroutine outlives it.
+//
+// It is also the project's test harness, which users' tests may use too:
+//   - Need (and Missing) for the rule on real components: a test that needs sshd hosts,
+//     Slurm, mpirun, tmux, chromium... skips with what is missing and how to set it up, and
+//     fails instead under CI=true, where scripts/setup.sh must have set everything up;
+//   - Hosts for the test hosts in network namespaces;
+//   - Barrier to wait until a remote function has started, instead of sleeping;
+//   - Eventually to wait for a condition, failing the test with what it waited for;
+//   - Kill, WaitGone and Alive for dying workers, Links for cut or dark links, TLS for
+//     certificates.
 package disttest
 
 import (

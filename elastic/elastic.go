@@ -390,15 +390,14 @@ func writeJSON(w io.Writer, v any) error {
 // process is an elastic worker as the driver's cluster controls it: through its control
 // connection.
 type process struct {
-	nc       net.Conn
-	br       *bufio.Reader
-	network  string
-	addr     string
-	wmu      sync.Mutex
-	done     chan struct{}
-	waitErr  error
-	killOnce sync.Once
-	killed   bool
+	nc      net.Conn
+	br      *bufio.Reader
+	network string
+	addr    string
+	wmu     sync.Mutex
+	done    chan struct{}
+	waitErr error
+	killed  bool
 }
 
 // watch reads the control connection until it ends. The worker sends one message after its

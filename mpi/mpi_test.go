@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/godist/dist"
+	"github.com/godist/dist/disttest"
 	"github.com/godist/dist/mpi"
 )
 
@@ -151,13 +152,7 @@ func check(ctx context.Context, c *dist.Cluster, w mpi.World) error {
 // needMpirun skips without Open MPI's mpirun (fails with CI=true).
 func needMpirun(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("mpirun"); err != nil {
-		msg := "mpirun not found; run scripts/openmpi.sh as root (installs openmpi-bin)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	disttest.Need(t, disttest.Mpirun)
 	if mpi.Launched() {
 		t.Fatal("the tests must not themselves run under mpirun")
 	}
@@ -235,11 +230,7 @@ func TestMpirunHosts(t *testing.T) {
 	needMpirun(t)
 	b, err := os.ReadFile(hostsEnv)
 	if err != nil {
-		msg := "the test hosts are not up (" + hostsEnv + "): run scripts/hosts.sh as root"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		disttest.Missing(t, "the test hosts are not up ("+hostsEnv+"): run scripts/hosts.sh as root")
 	}
 	env := map[string]string{}
 	for _, line := range strings.Split(string(b), "\n") {
@@ -377,13 +368,7 @@ func TestThisWorld(t *testing.T) {
 // conf (with extra srun arguments) and returns its output once it exited 0.
 func srunProgram(t *testing.T, conf, setup string, np int, extra ...string) string {
 	t.Helper()
-	if _, err := os.Stat(conf); err != nil {
-		msg := "no Slurm cluster (" + conf + "): run " + setup + " as root"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	disttest.Need(t, disttest.File("a Slurm cluster", conf, setup+" as root"))
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -414,9 +399,7 @@ func srunProgram(t *testing.T, conf, setup string, np int, extra ...string) stri
 // srun is a launcher too: the tasks of one step form the cluster (one node: unix sockets, the
 // rendezvous under os.TempDir).
 func TestSrun(t *testing.T) {
-	if _, err := exec.LookPath("srun"); err != nil && os.Getenv("CI") != "true" {
-		t.Skip("srun not found; run scripts/slurm.sh as root")
-	}
+	disttest.Need(t, disttest.Srun)
 	out := srunProgram(t, "/run/godist/slurm/slurm.conf", "scripts/slurm.sh", 3)
 	if !strings.Contains(out, "workers listen on [unix]") {
 		t.Error("tasks of a one-node step do not use unix sockets")
@@ -426,9 +409,7 @@ func TestSrun(t *testing.T) {
 // One task per node of the several-node Slurm cluster on the test hosts: TCP, the rendezvous
 // in $HOME/.godist/mpi.
 func TestSrunHosts(t *testing.T) {
-	if _, err := exec.LookPath("srun"); err != nil && os.Getenv("CI") != "true" {
-		t.Skip("srun not found; run scripts/hosts.sh and scripts/slurm.sh hosts as root")
-	}
+	disttest.Need(t, disttest.Program("srun", "scripts/hosts.sh and scripts/slurm.sh hosts as root"))
 	out := srunProgram(t, "/run/godist/slurm-hosts/slurm.conf", "scripts/hosts.sh && scripts/slurm.sh hosts", 3, "--nodes=3")
 	if !strings.Contains(out, "ranks on hosts [h1 h2 h3]") || !strings.Contains(out, "workers listen on [tcp]") {
 		t.Error("the tasks are not one per host, over TCP")

@@ -178,7 +178,7 @@ func TestUnsafeAllowed(t *testing.T) {
 	if err != nil || v != info.OSPid {
 		t.Fatalf("os.Getpid() = %v, %v; want %d", v, err, info.OSPid)
 	}
-	v, err = script.EvalAt(ctx, c, 2, "import \"os/exec\"\n")
+	_, err = script.EvalAt(ctx, c, 2, "import \"os/exec\"\n")
 	if err != nil {
 		t.Fatalf("import os/exec: %v", err)
 	}

@@ -29,7 +29,7 @@ func TestValueRoundTrip(t *testing.T) {
 		map[string]any{"buzz": [][]float64{{1}}, "badger": "hello", "n": 3, "m": map[int]any{2: 0}},
 		map[int]any{2: 4, 3: []float64{6}, 4: nil},
 		[]any{1, "a", []int{2}, map[string]int{"k": 1}, nil},
-		point{X: 1, Y: 2, Tag: "p", Meta: []any{1.5, "x"}},
+		point{X: 1, Y: 2, Tag: "p", Meta: []any{1.5, "x"}, hid: 9}, // hid is not carried
 		[]point{{X: 1}, {Y: 2, Meta: 7}},
 		&point{X: 3},
 		when, []time.Time{when},

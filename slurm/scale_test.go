@@ -71,7 +71,7 @@ func TestHostsHundredsOfWorkersOneStepPerNode(t *testing.T) {
 	if err := disttest.WaitGone(c, victim, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the killed worker reported gone", func() bool { return ex.has(victim) })
+	disttest.Eventually(t, time.Minute, "the killed worker reported gone", func() bool { return ex.has(victim) })
 	if _, err := square.On(ctx, c, slices.DeleteFunc(slices.Clone(ws), func(p int) bool { return p == victim }), 3); err != nil {
 		t.Errorf("the other workers after the kill: %v", err)
 	}
@@ -93,10 +93,10 @@ func TestHostsHundredsOfWorkersOneStepPerNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The nodes share this machine's process table.
-	eventually(t, 10*time.Second, "every worker gone after Close", func() bool {
+	disttest.Eventually(t, time.Minute, "every worker gone after Close", func() bool {
 		return !slices.ContainsFunc(osPids, disttest.Alive)
 	})
-	eventually(t, 20*time.Second, "the steps of job "+job+" ended", func() bool {
+	disttest.Eventually(t, time.Minute, "the steps of job "+job+" ended", func() bool {
 		return len(squeue(t, "--steps", "--jobs="+job)) == 0
 	})
 }

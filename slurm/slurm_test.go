@@ -84,11 +84,7 @@ func needCluster(t *testing.T, conf, setup string) {
 	t.Helper()
 	missing := func(why string) {
 		t.Helper()
-		msg := "Slurm is not available (" + why + "); run " + setup + " as root"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		disttest.Missing(t, "Slurm is not available ("+why+"); run "+setup+" as root")
 	}
 	for _, tool := range []string{"srun", "salloc", "sbatch", "squeue", "scancel", "scontrol"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -124,11 +120,6 @@ func squeue(t *testing.T, args ...string) []string {
 		t.Fatalf("squeue %v: %v: %s", args, err, out)
 	}
 	return strings.Fields(string(out))
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	disttest.Eventually(t, d, what, cond)
 }
 
 // exits records the pids the cluster reported gone, with the reason.
@@ -251,7 +242,7 @@ func TestOutsideAllocationScancel(t *testing.T) {
 	if b, err := exec.Command("scancel", job).CombinedOutput(); err != nil {
 		t.Fatalf("scancel: %v: %s", err, b)
 	}
-	eventually(t, 30*time.Second, "workers reported gone after scancel", func() bool { return ex.has(ws...) })
+	disttest.Eventually(t, 30*time.Second, "workers reported gone after scancel", func() bool { return ex.has(ws...) })
 	for _, pid := range ws {
 		if err := disttest.WaitGone(c, pid, time.Second); err != nil {
 			t.Error(err)
@@ -260,7 +251,7 @@ func TestOutsideAllocationScancel(t *testing.T) {
 			t.Errorf("call to cancelled worker %d: %v, want ErrProcessExited", pid, err)
 		}
 	}
-	eventually(t, 30*time.Second, "the manager noticing the job ended", func() bool { return len(m.Jobs()) == 0 })
+	disttest.Eventually(t, 30*time.Second, "the manager noticing the job ended", func() bool { return len(m.Jobs()) == 0 })
 	if err := c.Close(); err != nil {
 		t.Error(err)
 	}
@@ -303,7 +294,7 @@ func TestOutsideAllocationClose(t *testing.T) {
 	if got := c.Workers(); len(got) != 1 {
 		t.Fatalf("workers after RmProcs: %v", got)
 	}
-	eventually(t, 20*time.Second, "one step left", func() bool {
+	disttest.Eventually(t, 20*time.Second, "one step left", func() bool {
 		n := 0
 		for _, j := range m.Jobs() {
 			n += len(squeue(t, "--steps", "--jobs="+j))
@@ -316,7 +307,7 @@ func TestOutsideAllocationClose(t *testing.T) {
 	}
 	// Every step of our jobs has ended; the allocations are still held until m.Close.
 	for _, j := range m.Jobs() {
-		eventually(t, 20*time.Second, "steps of job "+j+" ended", func() bool {
+		disttest.Eventually(t, 20*time.Second, "steps of job "+j+" ended", func() bool {
 			return len(squeue(t, "--steps", "--jobs="+j)) == 0
 		})
 	}
@@ -327,7 +318,7 @@ func TestOutsideAllocationClose(t *testing.T) {
 	if len(m.Jobs()) != 0 {
 		t.Fatalf("jobs after Close: %v", m.Jobs())
 	}
-	eventually(t, 20*time.Second, "allocations released", func() bool {
+	disttest.Eventually(t, 20*time.Second, "allocations released", func() bool {
 		q := squeue(t)
 		return !slices.ContainsFunc(held, func(j string) bool { return slices.Contains(q, j) })
 	})
@@ -394,7 +385,7 @@ func TestImpossibleAllocation(t *testing.T) {
 		t.Fatalf("error does not say why: %v", err)
 	}
 	t.Log(err)
-	eventually(t, 20*time.Second, "the request withdrawn", func() bool {
+	disttest.Eventually(t, 20*time.Second, "the request withdrawn", func() bool {
 		return len(squeue(t, "--name=godist-impossible")) == 0
 	})
 }
@@ -427,7 +418,7 @@ func runInner(t *testing.T, resources ...string) string {
 	}
 	job := strings.TrimSpace(string(b))
 	defer exec.Command("scancel", job).Run() // if the test fails early
-	eventually(t, 100*time.Second, "job "+job+" to end", func() bool { return len(squeue(t, "--jobs="+job)) == 0 })
+	disttest.Eventually(t, 100*time.Second, "job "+job+" to end", func() bool { return len(squeue(t, "--jobs="+job)) == 0 })
 	state, _ := exec.Command("scontrol", "--oneliner", "show", "job", job).CombinedOutput()
 	got, _ := os.ReadFile(outFile)
 	if !strings.Contains(string(state), "JobState=COMPLETED") || !strings.Contains(string(got), "inner driver ok in job "+job) {
@@ -476,7 +467,7 @@ func TestHostsOutside(t *testing.T) {
 	if b, err := exec.Command("scancel", job).CombinedOutput(); err != nil {
 		t.Fatalf("scancel: %v: %s", err, b)
 	}
-	eventually(t, 30*time.Second, "workers on every host reported gone after scancel", func() bool { return ex.has(ws...) })
+	disttest.Eventually(t, 30*time.Second, "workers on every host reported gone after scancel", func() bool { return ex.has(ws...) })
 	if err := c.Close(); err != nil {
 		t.Error(err)
 	}
@@ -611,10 +602,10 @@ func TestDriverKilled(t *testing.T) {
 		t.Fatalf("worker os pids %v", osPids)
 	}
 	cmd.Process.Kill()
-	eventually(t, 30*time.Second, "job "+job+" released after the driver died", func() bool {
+	disttest.Eventually(t, 30*time.Second, "job "+job+" released after the driver died", func() bool {
 		return len(squeue(t, "--jobs="+job)) == 0
 	})
-	eventually(t, 10*time.Second, "workers gone", func() bool {
+	disttest.Eventually(t, 10*time.Second, "workers gone", func() bool {
 		return !disttest.Alive(osPids[0]) && !disttest.Alive(osPids[1])
 	})
 }
@@ -679,7 +670,7 @@ func TestWithJob(t *testing.T) {
 	if !slices.Contains(squeue(t, "--states=RUNNING"), job) {
 		t.Errorf("job %s ended with the manager", job)
 	}
-	eventually(t, 20*time.Second, "steps ended", func() bool { return len(squeue(t, "--steps", "--jobs="+job)) == 0 })
+	disttest.Eventually(t, 20*time.Second, "steps ended", func() bool { return len(squeue(t, "--steps", "--jobs="+job)) == 0 })
 }
 
 // A worker program that cannot run fails the launch with what Slurm said, and the allocation
@@ -701,7 +692,7 @@ func TestBadExecutable(t *testing.T) {
 	if len(m.Jobs()) != 0 {
 		t.Errorf("allocations still held: %v", m.Jobs())
 	}
-	eventually(t, 20*time.Second, "the allocation released", func() bool {
+	disttest.Eventually(t, 20*time.Second, "the allocation released", func() bool {
 		return len(squeue(t, "--name=godist-badexe")) == 0
 	})
 }

@@ -79,13 +79,17 @@ var (
 		}
 		return os.Getpid(), nil
 	})
-	// awaitSigint blocks until the worker receives SIGINT and says where it got it.
-	awaitSigint = dist.NewFunc("sshtest.awaitsigint", func(ctx context.Context, _ int) (string, error) {
+	// awaitSigint arrives at started, then blocks until the worker receives SIGINT and says
+	// where it got it.
+	awaitSigint = dist.NewFunc("sshtest.awaitsigint", func(ctx context.Context, started *disttest.Barrier) (string, error) {
 		sigMu.Lock()
 		ch := sigCh
 		sigMu.Unlock()
 		if ch == nil {
 			return "", fmt.Errorf("not armed")
+		}
+		if err := started.Arrive(ctx); err != nil {
+			return "", err
 		}
 		select {
 		case s := <-ch:

@@ -217,8 +217,9 @@ func TestInterruptReachesRemoteWorker(t *testing.T) {
 	if p.RemotePid() != osPid || p.Host() != h.names[1] {
 		t.Fatalf("process says pid %d on %s; the worker is pid %d on %s", p.RemotePid(), p.Host(), osPid, h.names[1])
 	}
-	f := awaitSigint.Go(ctx, c, pid, 0)
-	time.Sleep(200 * time.Millisecond)
+	started := disttest.NewBarrier(t, c)
+	f := awaitSigint.Go(ctx, c, pid, started)
+	started.Wait(ctx, t, 1)
 	if f.Ready() {
 		v, err := f.Fetch(ctx)
 		t.Fatalf("awaitSigint returned before the interrupt: %q, %v", v, err)

@@ -127,16 +127,10 @@ func splitAssign(s string) (target, expr string, ok bool) {
 	}
 }
 
-// pidWords are the names a pid list may be given by, besides numbers.
-var pidWords = map[string]string{
-	"all":     "every process, the driver included",
-	"procs":   "every process, the driver included",
-	"workers": "every worker",
-}
-
 // parsePids parses a literal pid list: "3", "2,3,4", "2:4" (Julia's range, inclusive),
-// "[2,3]", or one of pidWords. It reports ok=false when s is none of these, so that the
-// caller can evaluate it as a Go expression instead.
+// "[2,3]", or a word: "all" or "procs" (every process, the driver included), "workers". It
+// reports ok=false when s is none of these, so that the caller can evaluate it as a Go
+// expression instead.
 func parsePids(s string, procs, workers []int) (pids []int, ok bool, err error) {
 	switch s {
 	case "all", "procs":

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/godist/dist/disttest"
 )
 
 // The REPL tests drive the real binary in a real terminal: tmux runs `godist repl` in a pane,
@@ -46,12 +48,7 @@ func godistBinary(t *testing.T) string {
 // needTmux skips the test when tmux is absent, except under CI where it must be there.
 func needTmux(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("tmux"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("tmux is not installed (CI=true): the REPL tests need it (apt-get install tmux)")
-		}
-		t.Skip("tmux is not installed: the REPL tests drive the REPL in a tmux pane (apt-get install tmux)")
-	}
+	disttest.Need(t, disttest.Tmux) // the REPL tests drive the REPL in a tmux pane
 }
 
 // pane is one tmux server (on its own socket, so that the user's tmux is untouched) running

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,10 +151,13 @@ func spinThreads(in []int, k int) uint64 {
 func calibrateSpin(d time.Duration) int {
 	const probe = 1 << 20
 	best := time.Duration(1<<63 - 1)
+	var sink uint64
 	for range 5 {
 		t := time.Now()
-		spin(probe)
+		sink += spin(probe)
 		best = min(best, time.Since(t))
 	}
+	// Kept alive so that the compiler cannot drop the loop being timed.
+	runtime.KeepAlive(sink)
 	return max(1, int(float64(probe)*float64(d)/float64(max(best, 1))))
 }

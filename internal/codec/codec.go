@@ -1,6 +1,6 @@
-// Package codec turns Go values into wire messages and back: CBOR for structure, and a raw
-// little-endian part for a top-level numeric slice, or for the numeric slices inside a struct
-// (oob.go), so that bulk data is never encoded per element.
+// Package codec turns Go values into messages (package payload) and back: CBOR for
+// structure, and a raw little-endian part for a top-level numeric slice, or for the numeric
+// slices inside a struct (oob.go), so that bulk data is never encoded per element.
 package codec
 
 import (
@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/fxamacker/cbor/v2"
-	"github.com/godist/dist/internal/wire"
+	"github.com/godist/dist/internal/payload"
 )
 
 var (
@@ -54,33 +54,33 @@ func UnmarshalFirst(data []byte, v any) ([]byte, error) { return decMode.Unmarsh
 
 // Encode appends v to prefix and returns a message. A numeric slice travels in the raw part
 // (aliasing v's memory); anything else is CBOR appended after prefix.
-func Encode(prefix []byte, v any) (wire.Msg, error) {
-	if k, raw, ok := wire.RawOf(v); ok {
-		return wire.Msg{CBOR: prefix, RawKind: k, Raw: raw, RawValue: v}, nil
+func Encode(prefix []byte, v any) (payload.Msg, error) {
+	if k, raw, ok := payload.Of(v); ok {
+		return payload.Msg{CBOR: prefix, RawKind: k, Raw: raw, RawValue: v}, nil
 	}
 	if _, ok := v.(struct{}); ok {
 		// "No argument" and "no result": common, and worth sparing the type lookups.
-		return wire.Msg{CBOR: append(prefix, cborEmptyMap)}, nil
+		return payload.Msg{CBOR: append(prefix, cborEmptyMap)}, nil
 	}
 	// Encoding after the prefix, in its spare capacity, spares a copy of the whole message.
 	buf := bytes.NewBuffer(prefix)
 	if p := planFor(reflect.TypeOf(v)); p != nil {
 		raw, err := encodeOOB(buf, v, p)
 		if err != nil {
-			return wire.Msg{}, err
+			return payload.Msg{}, err
 		}
-		return withRaw(wire.Msg{CBOR: buf.Bytes()}, raw), nil
+		return withRaw(payload.Msg{CBOR: buf.Bytes()}, raw), nil
 	}
 	if err := encMode.MarshalToBuffer(v, buf); err != nil {
-		return wire.Msg{}, fmt.Errorf("encode %T: %w", v, err)
+		return payload.Msg{}, fmt.Errorf("encode %T: %w", v, err)
 	}
-	return wire.Msg{CBOR: buf.Bytes()}, nil
+	return payload.Msg{CBOR: buf.Bytes()}, nil
 }
 
 // withRaw is m with raw, the out-of-band slices of its struct, as its raw part.
-func withRaw(m wire.Msg, raw []byte) wire.Msg {
+func withRaw(m payload.Msg, raw []byte) payload.Msg {
 	if raw != nil {
-		m.RawKind, m.Raw, m.RawValue = wire.RawBytes, raw, raw
+		m.RawKind, m.Raw, m.RawValue = payload.Bytes, raw, raw
 	}
 	return m
 }
@@ -90,33 +90,33 @@ func withRaw(m wire.Msg, raw []byte) wire.Msg {
 // costs a buffer per value. The returned CBOR aliases buf's contents until buf next changes;
 // a raw slice travels in Raw as with Encode, and then nothing is written to buf; the numeric
 // slices of a struct travel in Raw too, beside its CBOR in buf (see oob.go).
-func EncodeAppend(buf *bytes.Buffer, v any) (wire.Msg, error) {
-	if k, raw, ok := wire.RawOf(v); ok {
-		return wire.Msg{RawKind: k, Raw: raw, RawValue: v}, nil
+func EncodeAppend(buf *bytes.Buffer, v any) (payload.Msg, error) {
+	if k, raw, ok := payload.Of(v); ok {
+		return payload.Msg{RawKind: k, Raw: raw, RawValue: v}, nil
 	}
 	start := buf.Len()
 	if p := planFor(reflect.TypeOf(v)); p != nil {
 		raw, err := encodeOOB(buf, v, p)
 		if err != nil {
 			buf.Truncate(start)
-			return wire.Msg{}, err
+			return payload.Msg{}, err
 		}
-		return withRaw(wire.Msg{CBOR: buf.Bytes()[start:]}, raw), nil
+		return withRaw(payload.Msg{CBOR: buf.Bytes()[start:]}, raw), nil
 	}
 	if _, ok := v.(struct{}); ok {
 		buf.WriteByte(cborEmptyMap)
 	} else if err := encMode.MarshalToBuffer(v, buf); err != nil {
 		buf.Truncate(start)
-		return wire.Msg{}, fmt.Errorf("encode %T: %w", v, err)
+		return payload.Msg{}, fmt.Errorf("encode %T: %w", v, err)
 	}
-	return wire.Msg{CBOR: buf.Bytes()[start:]}, nil
+	return payload.Msg{CBOR: buf.Bytes()[start:]}, nil
 }
 
 // cborEmptyMap is how struct{} encodes.
 const cborEmptyMap = 0xa0
 
 // Decode stores into v (a non-nil pointer) the value held by data (CBOR) or raw (a slice made
-// by wire.MakeRaw). A raw slice is handed over without a copy when v's element type matches.
+// by payload.Make). A raw slice is handed over without a copy when v's element type matches.
 // A struct whose numeric slices came out of band (data and a raw []byte) is decoded over raw,
 // its slices sharing raw's memory; such a struct type is decoded whole, fields absent from
 // data left zero, where plain CBOR decoding would leave them as they were in *v.

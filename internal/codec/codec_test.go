@@ -67,7 +67,7 @@ func TestRoundTripStruct(t *testing.T) {
 		Ok:      true,
 		Bytes:   []byte{0, 1, 255},
 		Grid:    [][]int{{1, 2}, {}, {-3}},
-		Floats:  [][]float64{{0.5, math.Inf(1)}, {-0.0}},
+		Floats:  [][]float64{{0.5, math.Inf(1)}, {math.Copysign(0, -1)}},
 		M:       map[string]int{"a": 1, "b": -2},
 		Inner:   inner{1, 2, []string{"x", ""}},
 		Ptr:     &inner{X: 3},

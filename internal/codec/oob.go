@@ -11,7 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/fxamacker/cbor/v2"
-	"github.com/godist/dist/internal/wire"
+	"github.com/godist/dist/internal/payload"
 )
 
 // A numeric slice inside a struct would be CBOR, element by element: ~75 MB/s both ways, and
@@ -44,7 +44,7 @@ type oobPlan struct {
 
 type oobField struct {
 	src, dst  int          // field index in the struct and in its shadow
-	kind      wire.RawKind // a numeric slice, carried by an oobRef; else RawNone
+	kind      payload.Kind // a numeric slice, carried by an oobRef; else RawNone
 	omitEmpty bool         // the slice's tag says omitempty: an empty one is left out
 	sub       *oobPlan     // a field whose type has a shadow of its own
 }
@@ -103,43 +103,43 @@ func ownCoding(t reflect.Type) bool {
 }
 
 // rawKindOf returns the raw kind of a numeric slice type that may go out of band.
-func rawKindOf(t reflect.Type) wire.RawKind {
+func rawKindOf(t reflect.Type) payload.Kind {
 	if t.Kind() != reflect.Slice || ownCoding(t) {
-		return wire.RawNone
+		return payload.None
 	}
 	e := t.Elem()
 	if e.PkgPath() != "" || e.Name() == "" { // only the predeclared types, not named ones
-		return wire.RawNone
+		return payload.None
 	}
 	switch e.Kind() {
 	case reflect.Float64:
-		return wire.RawFloat64
+		return payload.Float64
 	case reflect.Float32:
-		return wire.RawFloat32
+		return payload.Float32
 	case reflect.Int64:
-		return wire.RawInt64
+		return payload.Int64
 	case reflect.Int32:
-		return wire.RawInt32
+		return payload.Int32
 	case reflect.Int16:
-		return wire.RawInt16
+		return payload.Int16
 	case reflect.Int8:
-		return wire.RawInt8
+		return payload.Int8
 	case reflect.Uint64:
-		return wire.RawUint64
+		return payload.Uint64
 	case reflect.Uint32:
-		return wire.RawUint32
+		return payload.Uint32
 	case reflect.Uint16:
-		return wire.RawUint16
+		return payload.Uint16
 	case reflect.Int:
 		if e.Size() == 8 {
-			return wire.RawInt64
+			return payload.Int64
 		}
 	case reflect.Uint:
 		if e.Size() == 8 {
-			return wire.RawUint64
+			return payload.Uint64
 		}
 	}
-	return wire.RawNone // []byte is a CBOR byte string already
+	return payload.None // []byte is a CBOR byte string already
 }
 
 func makePlan(t reflect.Type, visiting map[reflect.Type]bool) *oobPlan {
@@ -183,7 +183,7 @@ func makePlan(t reflect.Type, visiting map[reflect.Type]bool) *oobPlan {
 		}
 		of := oobField{src: i, dst: len(fields)}
 		sf := reflect.StructField{Name: f.Name, Type: f.Type, Tag: f.Tag}
-		if k := rawKindOf(f.Type); k != wire.RawNone {
+		if k := rawKindOf(f.Type); k != payload.None {
 			of.kind, sf.Type, changed = k, oobRefType, true
 			sf.Tag, of.omitEmpty = omitEmptyTag(f.Tag)
 		} else if sub := makePlan(f.Type, visiting); sub != nil {
@@ -204,7 +204,7 @@ type oobRef struct {
 	form  byte // refNil (also the zero value: a field absent from the CBOR), refInline or refOut
 	value any  // encoding, refInline: the slice itself
 	msg   []byte
-	kind  wire.RawKind
+	kind  payload.Kind
 	off   uint64
 	n     uint64
 }
@@ -242,7 +242,7 @@ func (r *oobRef) UnmarshalCBOR(b []byte) error {
 		if c[0] == 0 || c[0] > 255 {
 			return fmt.Errorf("out-of-band slice of unknown kind %d", c[0])
 		}
-		*r = oobRef{form: refOut, kind: wire.RawKind(c[0]), off: c[1], n: c[2]}
+		*r = oobRef{form: refOut, kind: payload.Kind(c[0]), off: c[1], n: c[2]}
 		return nil
 	}
 	*r = oobRef{form: refInline, msg: append([]byte(nil), b...)}
@@ -275,7 +275,7 @@ func (w *oobWriter) bytes() []byte {
 	}
 	// Not cleared first (every byte is written below, the padding too): clearing a large
 	// buffer costs as much as filling it.
-	_, out := wire.MakeRaw(wire.RawBytes, int(w.size))
+	_, out := payload.Make(payload.Bytes, int(w.size))
 	var off uint64
 	for _, s := range w.segs {
 		pad := (off+7)&^7 - off
@@ -323,7 +323,7 @@ func toShadow(dst, src reflect.Value, p *oobPlan, w *oobWriter) {
 	for _, f := range p.fields {
 		sf, df := src.Field(f.src), dst.Field(f.dst)
 		switch {
-		case f.kind != wire.RawNone:
+		case f.kind != payload.None:
 			var r oobRef
 			if !sf.IsNil() && !(f.omitEmpty && sf.Len() == 0) {
 				b := unsafe.Slice((*byte)(sf.UnsafePointer()), sf.Len()*int(sf.Type().Elem().Size()))
@@ -394,7 +394,7 @@ func fromShadow(dst, src reflect.Value, p *oobPlan, raw []byte) error {
 	for _, f := range p.fields {
 		sf, df := src.Field(f.dst), dst.Field(f.src)
 		switch {
-		case f.kind != wire.RawNone:
+		case f.kind != payload.None:
 			r := sf.Interface().(oobRef)
 			switch r.form {
 			case refNil:
@@ -422,7 +422,7 @@ func fromShadow(dst, src reflect.Value, p *oobPlan, raw []byte) error {
 }
 
 // sliceOver makes a slice of type t over the bytes r refers to in raw, after checking them.
-func sliceOver(t reflect.Type, want wire.RawKind, r oobRef, raw []byte) (reflect.Value, error) {
+func sliceOver(t reflect.Type, want payload.Kind, r oobRef, raw []byte) (reflect.Value, error) {
 	if r.kind != want {
 		return reflect.Value{}, fmt.Errorf("out-of-band slice of raw kind %d where a %s goes", r.kind, t)
 	}
@@ -435,7 +435,7 @@ func sliceOver(t reflect.Type, want wire.RawKind, r oobRef, raw []byte) (reflect
 	}
 	p := unsafe.Pointer(&raw[r.off])
 	if uintptr(p)%uintptr(t.Elem().Align()) != 0 {
-		// The raw part's memory comes from wire.MakeRaw, 8-aligned; a buffer that is not
+		// The raw part's memory comes from payload.Make, 8-aligned; a buffer that is not
 		// must not become a misaligned slice.
 		return reflect.Value{}, fmt.Errorf("out-of-band slice at a misaligned address")
 	}
@@ -476,12 +476,12 @@ func decodeOOB(data []byte, raw any, v any, p *oobPlan) error {
 
 // rawElem is the Go element type of each raw kind, as a receiver without the sender's types
 // sees out-of-band slices.
-var rawElem = map[wire.RawKind]reflect.Type{
-	wire.RawFloat64: reflect.TypeFor[float64](), wire.RawFloat32: reflect.TypeFor[float32](),
-	wire.RawInt64: reflect.TypeFor[int64](), wire.RawInt32: reflect.TypeFor[int32](),
-	wire.RawInt16: reflect.TypeFor[int16](), wire.RawInt8: reflect.TypeFor[int8](),
-	wire.RawUint64: reflect.TypeFor[uint64](), wire.RawUint32: reflect.TypeFor[uint32](),
-	wire.RawUint16: reflect.TypeFor[uint16](),
+var rawElem = map[payload.Kind]reflect.Type{
+	payload.Float64: reflect.TypeFor[float64](), payload.Float32: reflect.TypeFor[float32](),
+	payload.Int64: reflect.TypeFor[int64](), payload.Int32: reflect.TypeFor[int32](),
+	payload.Int16: reflect.TypeFor[int16](), payload.Int8: reflect.TypeFor[int8](),
+	payload.Uint64: reflect.TypeFor[uint64](), payload.Uint32: reflect.TypeFor[uint32](),
+	payload.Uint16: reflect.TypeFor[uint16](),
 }
 
 // decodeAnyOOB decodes for an untyped receiver (CallByName's results, interpreters) a struct
@@ -517,11 +517,11 @@ func resolveOOB(x any, raw []byte, found *bool) (any, error) {
 				return nil, fmt.Errorf("malformed out-of-band slice reference")
 			}
 		}
-		e, ok := rawElem[wire.RawKind(f[0])]
+		e, ok := rawElem[payload.Kind(f[0])]
 		if !ok || f[0] > 255 {
 			return nil, fmt.Errorf("out-of-band slice of unknown kind %d", f[0])
 		}
-		s, err := sliceOver(reflect.SliceOf(e), wire.RawKind(f[0]), oobRef{kind: wire.RawKind(f[0]), off: f[1], n: f[2]}, raw)
+		s, err := sliceOver(reflect.SliceOf(e), payload.Kind(f[0]), oobRef{kind: payload.Kind(f[0]), off: f[1], n: f[2]}, raw)
 		if err != nil {
 			return nil, err
 		}

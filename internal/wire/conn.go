@@ -10,23 +10,55 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/godist/dist/internal/payload"
 )
+
+// A Conn's read role
+//
+// One goroutine at a time reads a connection's stream, through its bufio.Reader (Conn.br):
+// whoever holds the read role (readRole, role.go). The role is one atomic word, so that a
+// call's path takes no lock. Its states and who moves it between them:
+//
+//	background  a reader goroutine of the connection's own (read) holds it. NewConn starts in
+//	            this state, with readLoop.
+//	caller      a synchronous caller (Call) reads for itself until its reply comes: the reply
+//	            then wakes it directly, not through a reader goroutine (leader/follower).
+//	free        nobody reads. Only a connection that merely calls is left free: one that has
+//	            served a request from its peer within serverQuiet never is.
+//
+// Transitions:
+//
+//	free → caller         Call claims the role by compare-and-swap after sending its request.
+//	free → background     claimed by StartFunc/StartLazy (startReader), by the monitor when the
+//	                      role has been free for two ticks (a peer's request may be waiting), or
+//	                      by setFree itself when replies turn out to be awaited by others.
+//	caller → background   the caller stops reading (its reply came, its context ended, or a
+//	                      request from the peer arrived) and cannot leave the role free: a
+//	                      frame or bytes wait, this end served a request within serverQuiet,
+//	                      or others await replies. It passes the role to a goroutine it
+//	                      starts (role.pass), which handles the waiting frame first.
+//	caller → free         the caller stops reading and none of that holds (setFree).
+//	background → free     the reader delivered a reply to a caller that counts itself in
+//	                      role.callers, with nothing buffered: that caller reads from its next
+//	                      call on (setFree).
+//	background → background  a handler running on the reader (handleInline) overran
+//	                      InlineBudget (found by the monitor) or announced WillBlock: a new
+//	                      reader goroutine takes the reader over (inlineRun.takeOver); the old
+//	                      one ends when its handler returns.
+//
+// Only the holder releases or passes the role; everyone else only claims it while free. A
+// caller interrupted by its context stops reading at a frame boundary (leaderState), so a
+// frame is never split between two holders. The monitor (monitor.go) is the one goroutine
+// that acts on time: it runs while handlers run inline or roles are free, sleeps after
+// monitorIdle of neither, and exits when the process has no connection.
 
 // ErrClosed is wrapped by the errors of calls on a connection that has ended.
 var ErrClosed = errors.New("wire: connection closed")
 
-// Msg is an outgoing message: a CBOR part and an optional raw part. Raw aliases the caller's
-// slice; Send does not return before the bytes are written or copied.
-type Msg struct {
-	CBOR    []byte
-	RawKind RawKind
-	Raw     []byte
-	// Flags go into the frame's header, for the peer's Handler; FlagRing is the connection's
-	// own, and Send refuses a message that sets it.
-	Flags uint16
-	// RawValue is the typed slice Raw views, when the sender has it; it is not sent.
-	RawValue any
-}
+// Msg is an outgoing message: a CBOR part and an optional raw part (see package payload).
+// Raw aliases the caller's slice; Send does not return before the bytes are written or copied.
+type Msg = payload.Msg
 
 // Handler receives the frames of kind request, oneway and cancel. It runs on the connection's
 // reader goroutine: a quick handler costs no goroutine hand-off at all, which on a small
@@ -82,9 +114,7 @@ type Conn struct {
 
 	// Reading is a role held by one goroutine at a time; br belongs to the holder.
 	br          *bufio.Reader
-	role        atomic.Int32 // roleBackground, roleCaller or roleFree
-	freeSince   atomic.Int64 // when role last became roleFree (unix ns)
-	leadWanted  atomic.Int32 // synchronous callers waiting that could have read for themselves
+	role        readRole
 	lastRequest atomic.Int64 // when a request from the peer was last handled (unix ns)
 	lead        leaderState
 	mu          sync.Mutex
@@ -98,6 +128,10 @@ type Conn struct {
 	// ringAbortFn is ringAbort made once: a transfer through a ring that must wait asks it
 	// (see ring.put), and a method value made per transfer would cost an allocation.
 	ringAbortFn func() error
+
+	// mon times handlers and free roles: the process's, or a test's. Last, so that the hot
+	// fields above keep the cache lines they were measured in.
+	mon *monitor
 }
 
 // ringState is a connection's use of shared-memory rings (see ring.go).
@@ -120,7 +154,13 @@ const copyThreshold = 64 << 10
 // NewConn starts serving a connection that has completed its handshake. onClose, if not nil,
 // is called once with the reason the connection ended, after pending calls have failed.
 func NewConn(nc net.Conn, lim Limits, h Handler, onClose func(error)) *Conn {
+	return newConn(nc, lim, h, onClose, processMonitor)
+}
+
+// newConn is NewConn watched by monitor m.
+func newConn(nc net.Conn, lim Limits, h Handler, onClose func(error), m *monitor) *Conn {
 	c := &Conn{
+		mon:     m,
 		nc:      nc,
 		lim:     lim,
 		handler: h,
@@ -140,7 +180,7 @@ func NewConn(nc net.Conn, lim Limits, h Handler, onClose func(error)) *Conn {
 	}
 	c.w.init(nc)
 	c.ringAbortFn = c.ringAbort
-	mon.add(c)
+	c.mon.add(c)
 	go c.readLoop()
 	go c.flushLoop()
 	return c
@@ -177,7 +217,7 @@ func (c *Conn) shutdown(err error) {
 	c.mu.Unlock()
 	c.nc.Close()
 	c.w.fail(err)
-	mon.remove(c)
+	c.mon.remove(c)
 	close(c.done)
 	c.closeRings()
 	for _, r := range pending {
@@ -239,7 +279,7 @@ func (c *Conn) read(r *bufio.Reader, first *Frame) {
 			c.ringAnswered(f)
 		case KindReply, KindError:
 			// Looked at before delivering: the caller woken may be gone at once.
-			callerWaits := c.leadWanted.Load() > 0
+			callerWaits := c.role.callersWaiting()
 			c.deliver(f)
 			if callerWaits && r.Buffered() == 0 && c.setFree() {
 				// The caller just woken reads for itself from its next call on: that
@@ -276,14 +316,6 @@ func (c *Conn) deliver(f *Frame) {
 	}
 }
 
-// Reading roles. roleFree means nobody reads: the next synchronous caller reads for itself,
-// an asynchronous start or the monitor (within about monitorTick) starts a background reader.
-const (
-	roleBackground = iota
-	roleCaller
-	roleFree
-)
-
 // serverQuiet is how long after serving a request from the peer a connection is never left
 // free: only the side that merely calls gains from reading for itself.
 const serverQuiet = 100 * time.Millisecond
@@ -291,23 +323,22 @@ const serverQuiet = 100 * time.Millisecond
 // setFree gives up the reading role held by the calling goroutine and reports whether it did.
 // It keeps it (false) when replies are awaited by others, who need a reader.
 func (c *Conn) setFree() bool {
-	now := mon.freshClock()
+	now := c.mon.freshClock()
 	if now-c.lastRequest.Load() < int64(serverQuiet) {
 		// This end serves requests on this connection: a free connection would leave them
 		// waiting for the monitor.
 		return false
 	}
 	c.w.uncork()
-	c.freeSince.Store(now)
-	c.role.Store(roleFree)
+	c.role.release(now)
 	if c.hasPending() {
 		// Whoever started those calls may have seen the role still taken: read for them.
-		if c.role.CompareAndSwap(roleFree, roleBackground) {
+		if c.role.claim(roleBackground) {
 			return false
 		}
 		return true // somebody else took the role meanwhile
 	}
-	mon.active()
+	c.mon.active()
 	return true
 }
 
@@ -319,7 +350,7 @@ func (c *Conn) hasPending() bool {
 
 // startReader starts a background reader if nobody reads.
 func (c *Conn) startReader() {
-	if c.role.Load() == roleFree && c.role.CompareAndSwap(roleFree, roleBackground) {
+	if c.role.claim(roleBackground) {
 		go c.read(c.br, nil)
 	}
 }
@@ -327,13 +358,13 @@ func (c *Conn) startReader() {
 // handleInline runs the handler here and reports whether reading was handed over meanwhile.
 func (c *Conn) handleInline(f *Frame, r *bufio.Reader) bool {
 	run := &f.inline
-	*run = inlineRun{start: mon.freshClock(), c: c, r: r}
+	*run = inlineRun{start: c.mon.freshClock(), c: c, r: r}
 	c.lastRequest.Store(run.start)
 	f.run = run
 	// Published before the monitor is told: it announces sleeping and then looks for inline
 	// runs, so one of the two sides sees the other's store (see monitor.loop).
 	c.inline.Store(run)
-	mon.active()
+	c.mon.active()
 	c.handler(c, f)
 	// Only our own record: after a takeover, the new reader may be running a handler of its own.
 	c.inline.CompareAndSwap(run, nil)
@@ -355,149 +386,6 @@ func (run *inlineRun) takeOver() {
 	}
 }
 
-// monitor finds handlers that overran InlineBudget and hands their connection's reading to a
-// new goroutine, and restarts reading on connections nobody has read for a tick (roleFree).
-// A timer per handler would cost a thread wake-up per call (arming a timer wakes the network
-// poller); one ticking goroutine costs a wake-up per tick, and only while handlers run or
-// connections are free: it sleeps after a quiet spell and exits when no connection is open.
-// Measured on a 2-vCPU VM, a 1 ms tick added ~20 µs to the median call; 5 ms costs little.
-type monitor struct {
-	mu       sync.Mutex
-	conns    map[*Conn]struct{}
-	running  bool
-	sleeping atomic.Bool
-	lastUse  atomic.Int64
-	wake     chan struct{}
-	// now is a coarse clock (unix ns) that the monitor advances at every tick and active()
-	// on waking it. Handlers and callers time themselves with it: time.Now costs 60 ns to
-	// several hundred on a virtual machine, on the path of every request.
-	now atomic.Int64
-}
-
-var mon = monitor{conns: make(map[*Conn]struct{}), wake: make(chan struct{}, 1)}
-
-const monitorTick = 5 * time.Millisecond
-
-// monitorPaused stops the monitor from taking over or restarting readers (tests only).
-var monitorPaused atomic.Bool
-
-// monitorIdle is how long the monitor keeps ticking after the last handler or free
-// connection, so that a steady stream of requests does not wake it once per request. It is
-// one tick because every process has a monitor, and each tick wakes its process: with
-// 200 ms, a no-op call to each of 1,000 idle workers kept them all ticking 40 times, 200,000
-// wake-ups a second on two cores.
-const monitorIdle = monitorTick
-
-func (m *monitor) add(c *Conn) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.conns[c] = struct{}{}
-	if !m.running {
-		m.running = true
-		m.sleeping.Store(false)
-		m.now.Store(time.Now().UnixNano()) // not the time it last stopped, or zero
-		go m.loop()
-	}
-}
-
-func (m *monitor) remove(c *Conn) {
-	m.mu.Lock()
-	delete(m.conns, c)
-	m.mu.Unlock()
-	m.kick()
-}
-
-// active tells the monitor that there is work to watch, waking it if it sleeps.
-func (m *monitor) active() {
-	if m.sleeping.Load() {
-		// Its clock stopped with it.
-		m.now.Store(time.Now().UnixNano())
-		m.kick()
-	}
-	m.lastUse.Store(m.now.Load())
-}
-
-// freshClock returns the monitor's coarse time, at most a tick behind while the monitor
-// runs; while it sleeps, its clock stopped with it, and the time is read anew.
-func (m *monitor) freshClock() int64 {
-	if m.sleeping.Load() {
-		m.now.Store(time.Now().UnixNano())
-	}
-	return m.now.Load()
-}
-
-func (m *monitor) anyInline() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for c := range m.conns {
-		if c.inline.Load() != nil || c.role.Load() == roleFree {
-			return true
-		}
-	}
-	return false
-}
-
-func (m *monitor) kick() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (m *monitor) loop() {
-	t := newTicker(monitorTick)
-	defer t.close()
-	for {
-		m.mu.Lock()
-		if len(m.conns) == 0 {
-			m.running = false
-			m.mu.Unlock()
-			return
-		}
-		var runs []*inlineRun
-		var free []*Conn
-		for c := range m.conns {
-			if run := c.inline.Load(); run != nil {
-				runs = append(runs, run)
-			}
-			if c.role.Load() == roleFree {
-				free = append(free, c)
-			}
-		}
-		m.mu.Unlock()
-		now := time.Now().UnixNano()
-		m.now.Store(now)
-		for _, run := range runs {
-			if now-run.start > int64(InlineBudget) && !monitorPaused.Load() {
-				run.takeOver()
-			}
-		}
-		for _, c := range free {
-			// Nobody has read this connection for a tick: requests from the peer may be
-			// waiting. A caller in a tight loop of calls takes the role back first. (The
-			// coarse clock stamped freeSince up to a tick early: two ticks mean at least one.)
-			if now-c.freeSince.Load() >= int64(2*monitorTick) && !monitorPaused.Load() {
-				c.startReader()
-			}
-		}
-		if len(runs) == 0 && len(free) == 0 && now-m.lastUse.Load() > int64(monitorIdle) {
-			m.sleeping.Store(true)
-			// A handler that started after the scan above but saw sleeping still false did
-			// not kick us: look once more now that sleeping is announced.
-			if m.anyInline() {
-				m.sleeping.Store(false)
-				continue
-			}
-			t.stop()
-			<-m.wake
-			m.sleeping.Store(false)
-			t.reset(monitorTick)
-			continue
-		}
-		t.wait()
-	}
-}
-
 // Call sends a request and waits for its reply frame (kind reply or error). If ctx ends
 // first, a cancel frame is sent so that the other end can stop working on it.
 //
@@ -508,20 +396,20 @@ func (c *Conn) Call(ctx context.Context, m Msg) (*Frame, error) {
 	ch := make(chan callResult, 1)
 	// Counted before the request leaves: a reader that delivers the reply sooner than this
 	// caller looks at the role must know to leave reading to it.
-	c.leadWanted.Add(1)
+	c.role.callerWaiting()
 	id, err := c.start(m, ReplyFunc(func(f *Frame, err error) { ch <- callResult{f, err} }), KindRequest, true)
 	if err != nil {
-		c.leadWanted.Add(-1)
+		c.role.callerDone()
 		return nil, err
 	}
 	WillBlock(ctx)
-	if c.role.Load() == roleFree && c.role.CompareAndSwap(roleFree, roleCaller) {
-		c.leadWanted.Add(-1)
+	if c.role.claim(roleCaller) {
+		c.role.callerDone()
 		if r, ok := c.readForReply(ctx, ch); ok {
 			return r.f, r.err
 		}
 	} else {
-		defer c.leadWanted.Add(-1)
+		defer c.role.callerDone()
 	}
 	select {
 	case r := <-ch:
@@ -604,9 +492,10 @@ func (c *Conn) readForReply(ctx context.Context, ch chan callResult) (callResult
 		return callResult{}, false
 	}
 	if handOver != nil || c.br.Buffered() > 0 {
-		c.role.Store(roleBackground)
+		c.role.pass()
 		go c.read(c.br, handOver)
 	} else if !c.setFree() {
+		c.role.pass() // setFree kept it: this end serves requests, or others await replies
 		go c.read(c.br, nil)
 	}
 	if !ok {

@@ -12,8 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
-	"unsafe"
+
+	"github.com/godist/dist/internal/payload"
 )
 
 // HeaderSize is the length in bytes of a frame header.
@@ -53,39 +53,24 @@ func (k Kind) String() string {
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// RawKind names the element type of a frame's raw part.
-type RawKind uint8
+// RawKind names the element type of a frame's raw part (see package payload).
+type RawKind = payload.Kind
 
 // Raw element kinds. Values are part of the protocol.
 const (
-	RawNone RawKind = iota
-	RawBytes
-	RawFloat64
-	RawFloat32
-	RawInt64
-	RawInt32
-	RawUint64
-	RawUint32
-	RawInt16
-	RawUint16
-	RawInt8
-	rawMax
+	RawNone    = payload.None
+	RawBytes   = payload.Bytes
+	RawFloat64 = payload.Float64
+	RawFloat32 = payload.Float32
+	RawInt64   = payload.Int64
+	RawInt32   = payload.Int32
+	RawUint64  = payload.Uint64
+	RawUint32  = payload.Uint32
+	RawInt16   = payload.Int16
+	RawUint16  = payload.Uint16
+	RawInt8    = payload.Int8
+	rawMax     = payload.NumKinds
 )
-
-// Size returns the size in bytes of one element of kind k, or 0 for RawNone and unknown kinds.
-func (k RawKind) Size() int {
-	switch k {
-	case RawBytes, RawInt8:
-		return 1
-	case RawInt16, RawUint16:
-		return 2
-	case RawFloat32, RawInt32, RawUint32:
-		return 4
-	case RawFloat64, RawInt64, RawUint64:
-		return 8
-	}
-	return 0
-}
 
 // Limits bound what a peer may make this process allocate. They are checked on the header,
 // before any payload byte is read.
@@ -242,110 +227,9 @@ func truncated(err error) error {
 }
 
 // MakeRaw allocates a slice of n elements of kind k and returns it with a byte view of its
-// memory. From noZeroSize bytes on, the memory is not cleared first: the caller must overwrite
-// all of it (as reading a frame's raw part does) before the slice is seen by anyone.
-func MakeRaw(k RawKind, n int) (any, []byte) {
-	noZero := k > RawNone && k < rawMax && n >= noZeroSize/k.Size()
-	switch k {
-	case RawBytes:
-		if !noZero {
-			// 8-aligned, as any numeric slice made over it needs (see codec's out-of-band
-			// slices): a small []byte of its own may be placed at any address.
-			s := make([]uint64, (n+7)/8)
-			b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), n)
-			return b, b
-		}
-		return makeRaw[byte](n, noZero)
-	case RawFloat64:
-		return makeRaw[float64](n, noZero)
-	case RawFloat32:
-		return makeRaw[float32](n, noZero)
-	case RawInt64:
-		return makeRaw[int64](n, noZero)
-	case RawInt32:
-		return makeRaw[int32](n, noZero)
-	case RawUint64:
-		return makeRaw[uint64](n, noZero)
-	case RawUint32:
-		return makeRaw[uint32](n, noZero)
-	case RawInt16:
-		return makeRaw[int16](n, noZero)
-	case RawUint16:
-		return makeRaw[uint16](n, noZero)
-	case RawInt8:
-		return makeRaw[int8](n, noZero)
-	}
-	return nil, nil
-}
+// memory (payload.Make: large ones are not cleared, and the caller must overwrite them).
+func MakeRaw(k RawKind, n int) (any, []byte) { return payload.Make(k, n) }
 
-// makeRaw makes n elements of T and their byte view, cleared unless noZero.
-func makeRaw[T any](n int, noZero bool) (any, []byte) {
-	if !noZero {
-		s := make([]T, n)
-		return s, bytesOf(s)
-	}
-	var zero T
-	b := makeNoZero(n * int(unsafe.Sizeof(zero)))
-	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), n), b
-}
-
-// noZeroSize is the size from which MakeRaw skips clearing. Go clears a large allocation that
-// reuses freed memory; for a 256 MiB transfer that is ~25 ms on this VM, a third of the time
-// the socket takes to fill it.
-const noZeroSize = 1 << 20
-
-// makeNoZero returns size bytes of memory that is not cleared. strings.Builder.Grow is the
-// standard library's one way to uncleared memory; the slice is made over the builder's
-// buffer, which nothing else refers to. A large allocation is page-aligned, so any element
-// type may view it.
-func makeNoZero(size int) []byte {
-	var sb strings.Builder
-	sb.Grow(size)
-	sb.WriteByte(0) // the buffer's address is then that of the builder's string
-	return unsafe.Slice(unsafe.StringData(sb.String()), size)
-}
-
-// RawOf returns the kind and byte view of v if v is a numeric slice that travels raw.
-// The byte view aliases v's memory: this is how bulk data avoids a copy on send.
-// int and uint are sent as 64-bit values, which every supported platform uses.
-func RawOf(v any) (RawKind, []byte, bool) {
-	switch s := v.(type) {
-	case []byte:
-		return RawBytes, s, true
-	case []float64:
-		return RawFloat64, bytesOf(s), true
-	case []float32:
-		return RawFloat32, bytesOf(s), true
-	case []int64:
-		return RawInt64, bytesOf(s), true
-	case []int32:
-		return RawInt32, bytesOf(s), true
-	case []uint64:
-		return RawUint64, bytesOf(s), true
-	case []uint32:
-		return RawUint32, bytesOf(s), true
-	case []int16:
-		return RawInt16, bytesOf(s), true
-	case []uint16:
-		return RawUint16, bytesOf(s), true
-	case []int8:
-		return RawInt8, bytesOf(s), true
-	case []int:
-		if unsafe.Sizeof(int(0)) == 8 {
-			return RawInt64, bytesOf(s), true
-		}
-	case []uint:
-		if unsafe.Sizeof(uint(0)) == 8 {
-			return RawUint64, bytesOf(s), true
-		}
-	}
-	return RawNone, nil, false
-}
-
-func bytesOf[T any](s []T) []byte {
-	if len(s) == 0 {
-		return []byte{}
-	}
-	var zero T
-	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(zero)))
-}
+// RawOf returns the kind and byte view of v if v is a numeric slice that travels raw
+// (payload.Of). The byte view aliases v's memory: bulk data is sent without a copy.
+func RawOf(v any) (RawKind, []byte, bool) { return payload.Of(v) }

@@ -180,7 +180,7 @@ func TestHandshakeAcceptProtocol(t *testing.T) {
 
 // garbage sends p to an acceptor, keeps the connection open while reading whatever comes
 // back, and returns Accept's error and how long it took.
-func acceptGarbage(t *testing.T, p []byte, timeout time.Duration) (error, time.Duration) {
+func acceptGarbage(t *testing.T, p []byte, timeout time.Duration) (time.Duration, error) {
 	t.Helper()
 	a, b := unixPair(t)
 	go func() {
@@ -191,7 +191,7 @@ func acceptGarbage(t *testing.T, p []byte, timeout time.Duration) (error, time.D
 	err := wire.Accept(a, []byte("cookie"), timeout)
 	d := time.Since(start)
 	a.Close()
-	return err, d
+	return d, err
 }
 
 func TestHandshakeAcceptGarbage(t *testing.T) {
@@ -200,7 +200,7 @@ func TestHandshakeAcceptGarbage(t *testing.T) {
 	if len(long) < helloSize+macSize {
 		t.Fatal("probe too short for this test")
 	}
-	err, d := acceptGarbage(t, []byte(long), 5*time.Second)
+	d, err := acceptGarbage(t, []byte(long), 5*time.Second)
 	if !errors.Is(err, wire.ErrHandshake) || !strings.Contains(err.Error(), "not a godist process") {
 		t.Fatalf("Accept of an HTTP request: got %v", err)
 	}
@@ -214,7 +214,7 @@ func TestHandshakeAcceptGarbage(t *testing.T) {
 
 func TestHandshakeAcceptShortGarbage(t *testing.T) {
 	checkLeaks(t)
-	err, d := acceptGarbage(t, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 1500*time.Millisecond)
+	d, err := acceptGarbage(t, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 1500*time.Millisecond)
 	if !errors.Is(err, wire.ErrHandshake) || !strings.Contains(err.Error(), "not a godist process") {
 		t.Fatalf("Accept of a short HTTP request: got %v", err)
 	}

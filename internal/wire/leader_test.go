@@ -7,18 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godist/dist/disttest"
 	"github.com/godist/dist/internal/wire"
 )
-
-// eventually fails the test unless cond holds within five seconds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
 
 // makeFree brings a to the state where a synchronous caller reads for itself: a first call
 // is answered through the background reader, which then leaves reading to the caller.
@@ -27,7 +18,7 @@ func makeFree(t *testing.T, a *wire.Conn) {
 	if _, err := a.Call(context.Background(), wire.Msg{CBOR: []byte("warm")}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a free connection", func() bool { return a.Role() == "free" })
+	disttest.Eventually(t, 5*time.Second, "a free connection", func() bool { return a.Role() == "free" })
 }
 
 // A caller reading for itself gets its reply, then leaves the connection free for the next.
@@ -73,7 +64,7 @@ func TestLeaderHandsOverRequests(t *testing.T) {
 		}
 		res <- err
 	}()
-	eventually(t, "the caller reading", func() bool { return a.Role() == "caller" })
+	disttest.Eventually(t, 5*time.Second, "the caller reading", func() bool { return a.Role() == "caller" })
 	f, err := b.Call(context.Background(), wire.Msg{CBOR: []byte("from b")})
 	if err != nil || string(f.CBOR) != "from b" {
 		t.Fatalf("b's call while a's caller reads: %v %v", f, err)
@@ -150,7 +141,7 @@ func TestLeaderCancelKeepsFramesWhole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the caller reading", func() bool { return a.Role() == "caller" })
+	disttest.Eventually(t, 5*time.Second, "the caller reading", func() bool { return a.Role() == "caller" })
 	// Half of a reply to a call nobody waits for, then the cancellation, then the rest.
 	var hb [wire.HeaderSize]byte
 	body := []byte("0123456789")

@@ -10,7 +10,7 @@ import (
 
 // UnixPair returns the two ends of a real unix stream socket. Both are closed when the test
 // ends.
-func UnixPair(t *testing.T) (a, b net.Conn) {
+func UnixPair(t testing.TB) (a, b net.Conn) {
 	t.Helper()
 	// A short directory: socket paths are limited to 108 bytes and test names can be long.
 	dir, err := os.MkdirTemp("", "wt")
@@ -51,7 +51,7 @@ func UnixPair(t *testing.T) (a, b net.Conn) {
 
 // TCPPair returns the two ends of a TCP connection on loopback. Both are closed when the test
 // ends.
-func TCPPair(t *testing.T) (a, b net.Conn) {
+func TCPPair(t testing.TB) (a, b net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
