@@ -2,6 +2,7 @@ package dist
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -50,6 +51,26 @@ func (c *Cluster) shutdown() {
 	c.drops.stop()
 	c.bg.closeAndWait()
 }
+
+// goLocal runs fn, a call of this process to itself, on a goroutine that Close cancels (fn's
+// context ends with ctx or with the cluster) and waits for. It returns false, running
+// nothing, once the cluster is closing.
+func (c *Cluster) goLocal(ctx context.Context, fn func(context.Context)) bool {
+	if !c.bg.add() {
+		return false
+	}
+	go func() {
+		defer c.bg.done()
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(c.ctx, cancel)()
+		fn(ctx)
+	}()
+	return true
+}
+
+// errClusterClosed is the error of work asked of a closed cluster.
+var errClusterClosed = errors.New("dist: cluster is closed")
 
 // shutdownWithin is shutdown bounded by d: false if handlers still run after d (they were
 // cancelled, and ignore it). The shutdown then completes in the background, if ever.

@@ -18,7 +18,7 @@ func (c *Cluster) connTo(ctx context.Context, pid int) (*wire.Conn, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, errors.New("dist: cluster is closed")
+		return nil, errClusterClosed
 	}
 	p := c.peers[pid]
 	c.mu.Unlock()

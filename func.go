@@ -142,10 +142,13 @@ func (f *Func[In, Out]) Go(ctx context.Context, c *Cluster, pid int, in In) *Fut
 	}
 	if pid == c.MyID() {
 		fut, set := newLocalFuture[Out](c)
-		go func() {
+		if !c.goLocal(ctx, func(ctx context.Context) {
 			out, err := f.local(ctx, in)
 			set(out, err)
-		}()
+		}) {
+			var zero Out
+			set(zero, errClusterClosed)
+		}
 		return fut
 	}
 	return goRemote[Out](ctx, c, pid, f.name, in)
@@ -160,11 +163,13 @@ func (f *Func[In, Out]) Do(ctx context.Context, c *Cluster, pid int, in In) erro
 		return err
 	}
 	if pid == c.MyID() {
-		go func() {
-			if _, err := f.local(context.WithoutCancel(ctx), in); err != nil {
+		if !c.goLocal(context.WithoutCancel(ctx), func(ctx context.Context) {
+			if _, err := f.local(ctx, in); err != nil {
 				c.log.Error("remote_do failed", "func", f.name, "err", err)
 			}
-		}()
+		}) {
+			return errClusterClosed
+		}
 		return nil
 	}
 	return c.send(ctx, pid, callHeader{Fn: f.name}, in)
