@@ -31,7 +31,7 @@ func (c *Cluster) connTo(ctx context.Context, pid int) (*wire.Conn, error) {
 		c.mu.Unlock()
 	}
 	if p == nil {
-		return nil, &ProcessExitedError{Pid: pid, Cause: errors.New("no such process in the cluster")}
+		return nil, &ProcessExitedError{Pid: pid, Cause: c.missing(pid)}
 	}
 	p.mu.Lock()
 	for {
@@ -139,7 +139,10 @@ func (c *Cluster) lookupPeer(ctx context.Context, pid int) error {
 		// The driver's answer is the cause, not a failure of a function on the driver:
 		// kept as a RemoteError it would hide, across further hops, which process exited.
 		var re *RemoteError
-		if errors.As(err, &re) {
+		switch {
+		case errors.Is(err, ErrNoSuchProcess):
+			err = ErrNoSuchProcess
+		case errors.As(err, &re):
 			err = fmt.Errorf("the driver says: %s", re.Msg)
 		}
 		return &ProcessExitedError{Pid: pid, Cause: err}
@@ -205,4 +208,16 @@ func (c *Cluster) dial(ctx context.Context, network, addr string, pid int) (*wir
 		return nil, fail("cookie handshake", err)
 	}
 	return c.serveConn(nc, pid), nil
+}
+
+// missing (driver) says why pid has no peer here: it left (RmProcs forgets workers), or it
+// never was a process of the cluster.
+func (c *Cluster) missing(pid int) error {
+	c.mu.Lock()
+	next := c.nextPid
+	c.mu.Unlock()
+	if c.driver && pid > 1 && pid < next {
+		return errRemoved
+	}
+	return ErrNoSuchProcess
 }

@@ -12,6 +12,11 @@ import (
 // has exited or can no longer be reached. The error itself is a *ProcessExitedError naming the pid.
 var ErrProcessExited = errors.New("dist: process exited")
 
+// ErrNoSuchProcess is matched by the error of a call to a pid that was never a process of the
+// cluster. The error is a *ProcessExitedError naming the pid (so that code that handles
+// processes leaving handles it too), whose text says "no such process".
+var ErrNoSuchProcess = errors.New("dist: no such process")
+
 // ErrUnknownFunc is matched when a call names a function that the remote process never registered,
 // usually because the binaries differ or the NewFunc call is not at package level.
 var ErrUnknownFunc = errors.New("dist: unknown function")
@@ -53,6 +58,9 @@ type ProcessExitedError struct {
 }
 
 func (e *ProcessExitedError) Error() string {
+	if errors.Is(e.Cause, ErrNoSuchProcess) {
+		return fmt.Sprintf("dist: no such process: %d", e.Pid)
+	}
 	if e.Cause != nil {
 		return fmt.Sprintf("dist: process %d exited: %v", e.Pid, e.Cause)
 	}
@@ -78,6 +86,9 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string {
+	if e.Pid == 1 {
+		return fmt.Sprintf("dist: on the driver (process 1): %s: %s", e.Func, e.Msg)
+	}
 	return fmt.Sprintf("dist: on worker %d: %s: %s", e.Pid, e.Func, e.Msg)
 }
 
@@ -99,6 +110,7 @@ type errRecord struct {
 const (
 	codeNone     = ""
 	codeExited   = "exited"
+	codeNoSuch   = "no_such_process"
 	codeUnknown  = "unknown_func"
 	codeType     = "type"
 	codeCanceled = "canceled"
@@ -138,6 +150,11 @@ func setCause(r *errRecord, err error) {
 		r.Code, r.Cause = codeRemote, remoteRecord(re)
 	case errors.As(err, &pe):
 		r.Code, r.Exited = codeExited, pe.Pid
+		if errors.Is(pe.Cause, ErrNoSuchProcess) {
+			r.Code = codeNoSuch
+		}
+	case errors.Is(err, ErrNoSuchProcess):
+		r.Code = codeNoSuch
 	case errors.Is(err, ErrUnknownFunc):
 		r.Code = codeUnknown
 	case errors.Is(err, ErrTypeMismatch):
@@ -161,6 +178,11 @@ func (r *errRecord) toError() error {
 	switch r.Code {
 	case codeExited:
 		re.cause = &ProcessExitedError{Pid: r.Exited}
+	case codeNoSuch:
+		re.cause = ErrNoSuchProcess
+		if r.Exited != 0 {
+			re.cause = &ProcessExitedError{Pid: r.Exited, Cause: ErrNoSuchProcess}
+		}
 	case codeUnknown:
 		re.cause = ErrUnknownFunc
 	case codeType:

@@ -3,6 +3,7 @@ package dist_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -97,4 +98,40 @@ func TestBusyWorkersExitWhenDriverDies(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestNoSuchProcess: a pid that never was in the cluster is "no such process", from the driver
+// and from a worker, still an ErrProcessExited for code that handles leaving processes; one
+// that left is "exited".
+func TestNoSuchProcess(t *testing.T) {
+	c, _ := disttest.Start(t, 2)
+	ctx := ctxT(t, time.Minute)
+	for _, via := range []int{1, 2} {
+		var err error
+		if via == 1 {
+			_, err = square.Call(ctx, c, 99, 1)
+		} else {
+			_, err = relay.Call(ctx, c, 2, [2]int{99, 1})
+		}
+		var pe *dist.ProcessExitedError
+		if !errors.Is(err, dist.ErrNoSuchProcess) || !errors.As(err, &pe) || pe.Pid != 99 || !strings.Contains(err.Error(), "no such process: 99") {
+			t.Errorf("call to pid 99 via %d: %v", via, err)
+		}
+	}
+	if err := c.RmProcs(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	_, err := relay.Call(ctx, c, 2, [2]int{3, 1})
+	if !errors.Is(err, dist.ErrProcessExited) || errors.Is(err, dist.ErrNoSuchProcess) {
+		t.Errorf("call to a removed worker: %v", err)
+	}
+	// The driver is process 1 in errors.
+	_, err = relay.Call(ctx, c, 2, [2]int{1, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fail.Call(ctx, c, 1, "nope")
+	if err == nil || !strings.Contains(err.Error(), "on the driver (process 1)") {
+		t.Errorf("error of the driver: %v", err)
+	}
 }

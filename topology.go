@@ -114,7 +114,7 @@ func init() {
 		p, q := c.peers[pid], c.peers[from]
 		c.mu.Unlock()
 		if p == nil {
-			return peerInfo{}, errors.New("no such process in the cluster")
+			return peerInfo{}, c.missing(pid)
 		}
 		p.mu.Lock()
 		info, gone := p.info, p.gone

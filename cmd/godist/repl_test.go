@@ -300,6 +300,19 @@ func TestRunWorkerOutput(t *testing.T) {
 	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "want stdout or stderr") {
 		t.Errorf("-worker-output file: %v\n%s", err, b)
 	}
+	// -p below 1 is a mistake, not a request for the default.
+	for _, p := range []string{"0", "-1"} {
+		for _, sub := range []string{"run", "repl"} {
+			args := []string{sub, "-p", p}
+			if sub == "run" {
+				args = append(args, file)
+			}
+			b, err := exec.Command(bin, args...).CombinedOutput()
+			if err == nil || !strings.Contains(string(b), "at least 1 worker") {
+				t.Errorf("godist %s -p %s: %v\n%s", sub, p, err, b)
+			}
+		}
+	}
 }
 
 // TestRunScriptErrors: a script's mistakes are reported with the file and the position, and

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/godist/dist"
@@ -35,22 +36,50 @@ func exampleNames() string {
 
 // clusterFlags are the flags of the commands that start a local cluster.
 type clusterFlags struct {
-	procs  *int
+	procs  *procsFlag
 	output *string
 }
 
+// procsFlag is -p: a number of workers, told apart from its absence so that -p 0 is refused
+// rather than taken for the default.
+type procsFlag struct {
+	n   int
+	set bool
+}
+
+func (p *procsFlag) String() string {
+	if p == nil || !p.set {
+		return ""
+	}
+	return strconv.Itoa(p.n)
+}
+
+func (p *procsFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("not a number: %q", s)
+	}
+	p.n, p.set = n, true
+	return nil
+}
+
 func addClusterFlags(fs *flag.FlagSet) clusterFlags {
-	return clusterFlags{
-		procs:  fs.Int("p", 0, "number of local workers (default: number of CPUs)"),
+	f := clusterFlags{
+		procs:  &procsFlag{},
 		output: fs.String("worker-output", "stdout", "where workers' output lines (\"From worker N: ...\") go: stdout or stderr"),
 	}
+	fs.Var(f.procs, "p", "number of local workers, at least 1 (default: number of CPUs)")
+	return f
 }
 
 // options turns the flags into Start's options, or says what is wrong with them.
 func (f clusterFlags) options() ([]dist.Option, error) {
 	var opts []dist.Option
-	if *f.procs > 0 {
-		opts = append(opts, dist.WithWorkers(*f.procs))
+	if f.procs.set {
+		if f.procs.n < 1 {
+			return nil, fmt.Errorf("-p %d: a cluster needs at least 1 worker (leave -p out for one per CPU)", f.procs.n)
+		}
+		opts = append(opts, dist.WithWorkers(f.procs.n))
 	}
 	switch *f.output {
 	case "stdout":
