@@ -71,7 +71,8 @@ type peerInfo struct {
 
 type peer struct {
 	info     peerInfo
-	proc     Process // driver only: the launched process
+	proc     Process  // driver only: the launched process
+	lineage  *lineage // driver only: how to replace it (WithRestart); nil for AddProcess
 	mu       sync.Mutex
 	conn     *wire.Conn
 	connOut  bool          // conn is the one this process dialled

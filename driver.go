@@ -94,7 +94,7 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pid, err := c.join(ctx, p)
+			pid, err := c.join(ctx, p, &lineage{m: m, spec: spec, policy: cfg.restart})
 			if err != nil {
 				// Not under mu: the other launches need not wait for this one to be reaped.
 				killAndReap(p)
@@ -128,7 +128,7 @@ func (c *Cluster) AddProcess(ctx context.Context, p Process) (int, error) {
 	if !c.driver {
 		return 0, ErrNotDriver
 	}
-	pid, err := c.join(ctx, p)
+	pid, err := c.join(ctx, p, nil)
 	if err != nil {
 		killAndReap(p)
 		p.SetPid(0)
@@ -149,7 +149,7 @@ func (c *Cluster) Cookie() string { return string(c.cookie) }
 func (c *Cluster) Done() <-chan struct{} { return c.ctx.Done() }
 
 // join connects to a launched worker and gives it the next pid.
-func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
+func (c *Cluster) join(ctx context.Context, p Process, from *lineage) (int, error) {
 	if cp, ok := p.(interface{ SetOutput(OutputFunc) }); ok {
 		cp.SetOutput(c.printLine)
 	}
@@ -195,11 +195,15 @@ func (c *Cluster) join(ctx context.Context, p Process) (int, error) {
 	// Nobody else is told: workers learn of each other when they first call each other, and
 	// the ones that follow the membership are told in one list per batch of changes.
 	c.mu.Lock()
-	c.peers[pid] = &peer{info: info, proc: p, conn: conn}
+	c.peers[pid] = &peer{info: info, proc: p, conn: conn, lineage: from}
 	c.mu.Unlock()
 	c.membersChanged()
 	p.SetPid(pid)
-	c.publish(Event{Kind: Joined, Pid: pid})
+	ev := Event{Kind: Joined, Pid: pid}
+	if from != nil {
+		ev.Replaces = from.replacing
+	}
+	c.publish(ev)
 	// A worker that dies without its connection noticing (it never does on one host, but a
 	// dead host may) is still removed once its process handle reports the exit.
 	if !c.bg.add() {

@@ -25,6 +25,10 @@ const (
 	Started
 	// Exiting (driver only): the driver asked the worker to exit (RmProcs, Close).
 	Exiting
+	// Restarting (driver only): the worker Event.Pid crashed or was lost, and the driver is
+	// launching a replacement (WithRestart); the replacement's Joined event names Pid in
+	// Event.Replaces.
+	Restarting
 )
 
 func (k EventKind) String() string {
@@ -39,6 +43,8 @@ func (k EventKind) String() string {
 		return "started"
 	case Exiting:
 		return "exiting"
+	case Restarting:
+		return "restarting"
 	}
 	return "unknown"
 }
@@ -106,6 +112,9 @@ type Event struct {
 	Reason ExitReason // for Exited, in the driver
 	Count  int        // for Starting: how many workers were asked for
 	Addr   string     // for Started: "network address" the worker listens at
+	// Replaces is, for Joined and Restarting in the driver, the pid of the crashed or lost
+	// worker the new one replaces (WithRestart); 0 otherwise.
+	Replaces int
 }
 
 type subscribers struct {

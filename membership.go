@@ -133,8 +133,12 @@ func (c *Cluster) publishExit(p *peer, ev Event) {
 	done := p.reported
 	p.reported = true
 	p.mu.Unlock()
-	if !done {
-		c.publish(ev)
+	if done {
+		return
+	}
+	c.publish(ev)
+	if ev.Reason == ExitCrash || ev.Reason == ExitLost {
+		c.replace(p)
 	}
 }
 

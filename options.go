@@ -35,6 +35,7 @@ type config struct {
 	hbInterval    time.Duration // 0: no heartbeats
 	hbTimeout     time.Duration
 	exitGrace     time.Duration // see WithExitGrace
+	restart       RestartPolicy // see WithRestart
 }
 
 // WithWorkers sets how many workers Start launches (default runtime.NumCPU()).

@@ -53,6 +53,9 @@ func (r *pmapRun[In, Out]) run(ctx context.Context) error {
 	n := len(r.in)
 	r.out = make([]Out, n)
 	r.s = sched.NewPmap(n, r.cfg.batch)
+	if r.cfg.lost > 0 {
+		r.s.SetMaxLost(r.cfg.lost)
+	}
 	r.changed = make(chan struct{})
 	r.finished = make(chan struct{})
 	r.stats.ByWorker = make(map[int]int)
@@ -361,7 +364,8 @@ func (r *pmapRun[In, Out]) settle(fd *pmapFeeder, o *pmapOutcome[Out]) {
 		for _, i := range o.idx {
 			again, gaveUp := r.s.Lost(i)
 			if gaveUp {
-				fails = append(fails, pmapFailure[Out]{i: i, err: o.exited})
+				err := fmt.Errorf("%w: item %d, after %d of them: %w", ErrKilledWorker, i, r.s.LostRuns(i), o.exited)
+				fails = append(fails, pmapFailure[Out]{i: i, err: err})
 			}
 			if again {
 				r.stats.Requeued++

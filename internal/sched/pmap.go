@@ -26,8 +26,8 @@ const (
 	MaxDepth = 8
 	// SlowBatch is the length from which batches go to a worker one at a time.
 	SlowBatch = 50 * time.Millisecond
-	// MaxLost is how many times an item may be in flight on a worker that exited before it
-	// fails with that worker's exit.
+	// MaxLost is how many times, by default, an item may be in flight on a worker that
+	// exited before it fails with that worker's exit (SetMaxLost).
 	MaxLost = 3
 )
 
@@ -68,6 +68,7 @@ type Pmap struct {
 
 	attempts map[int]int // failed runs by item (Fail)
 	lost     map[int]int // runs lost with their worker, by item (Lost)
+	maxLost  int         // losses that fail an item (SetMaxLost)
 	wait     []timedItem // items waiting to be queued again, by due time then arrival
 	seq      uint64      // orders wait among equal due times
 
@@ -89,9 +90,16 @@ type timedItem struct {
 func NewPmap(n, batch int) *Pmap {
 	return &Pmap{
 		n: n, left: n, fixed: max(batch, 0), state: make([]uint8, n),
-		attempts: make(map[int]int), lost: make(map[int]int),
+		attempts: make(map[int]int), lost: make(map[int]int), maxLost: MaxLost,
 	}
 }
+
+// LostRuns returns how many times item i was lost with its worker.
+func (s *Pmap) LostRuns(i int) int { return s.lost[i] }
+
+// SetMaxLost sets how many times an item may be lost with its worker before Lost gives up on
+// it (default MaxLost); k < 1 means 1.
+func (s *Pmap) SetMaxLost(k int) { s.maxLost = max(k, 1) }
 
 // Len returns the number of items of the run.
 func (s *Pmap) Len() int { return s.n }
@@ -204,7 +212,7 @@ func (s *Pmap) Fail(i int) (attempt int, ok bool) {
 }
 
 // Lost records that item i was in flight on a worker that exited before answering. The item
-// is queued again (requeued), without counting as a failed run, unless this is its MaxLost-th
+// is queued again (requeued), without counting as a failed run, unless this is its maxLost-th
 // loss: it then waits for the caller's decision as a failed item does (gaveUp). Both are
 // false, and nothing changes, when i was not in flight.
 func (s *Pmap) Lost(i int) (requeued, gaveUp bool) {
@@ -212,7 +220,7 @@ func (s *Pmap) Lost(i int) (requeued, gaveUp bool) {
 		return false, false
 	}
 	s.lost[i]++
-	if s.lost[i] >= MaxLost {
+	if s.lost[i] >= s.maxLost {
 		s.state[i] = failed
 		return false, true
 	}
