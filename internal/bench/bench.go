@@ -212,6 +212,11 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 			return fmt.Errorf("bench scale: %w", err)
 		}
 	}
+	if r.want("reliability.orphan_exit_ms", "reliability.restart_ms") {
+		if err := ReliabilityFigures(ctx, r.opt.Quick, r.emitSelected); err != nil {
+			return fmt.Errorf("bench reliability: %w", err)
+		}
+	}
 	if r.want("startup.4workers_ms") {
 		if err := r.startup(ctx); err != nil {
 			return err
