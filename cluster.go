@@ -174,6 +174,11 @@ func setCurrent(c *Cluster) error {
 }
 
 func newCluster(cfg config, cookie []byte, driver bool) *Cluster {
+	budget := cfg.recvBudget
+	if budget <= 0 {
+		budget = int64(cfg.limits.MaxRaw) + int64(cfg.limits.MaxCBOR)
+	}
+	cfg.limits.Budget = wire.NewBudget(budget)
 	c := &Cluster{
 		driver:  driver,
 		cookie:  cookie,

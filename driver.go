@@ -62,6 +62,8 @@ func (c *Cluster) AddProcs(ctx context.Context, m Manager, n int, opts ...Option
 			// reports the worker lost) before the worker gives up on it and exits.
 			HeartbeatTimeout: 2 * cfg.hbTimeout,
 			ExitGrace:        cfg.exitGrace,
+			RecvBudget:       cfg.recvBudget,
+			RecvStall:        cfg.limits.Stall,
 		},
 		Timeout: cfg.launchTimeout,
 	}

@@ -89,6 +89,9 @@ type WorkerConfig struct {
 	// exit), waits for the calls it was running to end after cancelling them (WithExitGrace);
 	// 0 for the default.
 	ExitGrace time.Duration `json:"exit_grace,omitempty"`
+	// RecvBudget and RecvStall are the worker's WithRecvBudget; 0 for the defaults.
+	RecvBudget int64         `json:"recv_budget,omitempty"`
+	RecvStall  time.Duration `json:"recv_stall,omitempty"`
 }
 
 // LaunchSpec is what a Manager is asked to start.

@@ -34,6 +34,12 @@ func (cfg *config) applyWorker(wc WorkerConfig) error {
 	if wc.DialTimeout > 0 {
 		cfg.connTimeout = wc.DialTimeout
 	}
+	if wc.RecvBudget > 0 {
+		cfg.recvBudget = wc.RecvBudget
+	}
+	if wc.RecvStall > 0 {
+		cfg.limits.Stall = wc.RecvStall
+	}
 	if wc.ExitGrace > 0 {
 		cfg.exitGrace = wc.ExitGrace
 	}

@@ -36,6 +36,7 @@ type config struct {
 	hbTimeout     time.Duration
 	exitGrace     time.Duration // see WithExitGrace
 	restart       RestartPolicy // see WithRestart
+	recvBudget    int64         // see WithRecvBudget; 0: the largest message
 }
 
 // WithWorkers sets how many workers Start launches (default runtime.NumCPU()).
@@ -86,7 +87,7 @@ func WithNetwork(network, bind string) Option {
 // WithMaxMessage bounds the size of the structured (CBOR) part and of the raw numeric part of
 // any one message this process sends or accepts (defaults 64 MiB and 2 GiB).
 func WithMaxMessage(cborBytes, rawBytes int) Option {
-	return func(c *config) { c.limits = wire.Limits{MaxCBOR: cborBytes, MaxRaw: rawBytes} }
+	return func(c *config) { c.limits.MaxCBOR, c.limits.MaxRaw = cborBytes, rawBytes }
 }
 
 func newConfig(opts []Option) config {
@@ -101,6 +102,7 @@ func newConfig(opts []Option) config {
 		hbTimeout:     defaultHeartbeatTimeout,
 		exitGrace:     defaultExitGrace,
 	}
+	cfg.limits.Stall = defaultStall
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -123,3 +125,26 @@ func WithExitGrace(d time.Duration) Option {
 
 // defaultExitGrace is the grace period of WithExitGrace.
 const defaultExitGrace = 5 * time.Second
+
+// WithRecvBudget bounds the memory this process's connections may claim for the messages they
+// are receiving (default: the largest message WithMaxMessage allows, 2 GiB + 64 MiB), and how
+// long a large message may go without a byte arriving before its connection is closed as
+// stalled (default 30s). A message of 1 MiB or more is allocated in full when its header
+// arrives; with the budget claimed, the next one waits for room (its sender is held back by
+// the socket), and a message larger than the whole budget is refused. So an authenticated
+// peer that announces huge messages and sends nothing makes a process reserve at most the
+// budget, for the stall time at most. Workers launched with the option get it too. 0 keeps
+// a default.
+func WithRecvBudget(bytes int64, stall time.Duration) Option {
+	return func(c *config) {
+		if bytes > 0 {
+			c.recvBudget = bytes
+		}
+		if stall > 0 {
+			c.limits.Stall = stall
+		}
+	}
+}
+
+// defaultStall is WithRecvBudget's default stall time.
+const defaultStall = 30 * time.Second

@@ -212,7 +212,7 @@ func Run(ctx context.Context, opt Options, out func(Figure)) error {
 			return fmt.Errorf("bench scale: %w", err)
 		}
 	}
-	if r.want("reliability.orphan_exit_ms", "reliability.restart_ms") {
+	if r.want("reliability.orphan_exit_ms", "reliability.restart_ms", "reliability.recv_budget_peak_mib") {
 		if err := ReliabilityFigures(ctx, r.opt.Quick, r.emitSelected); err != nil {
 			return fmt.Errorf("bench reliability: %w", err)
 		}

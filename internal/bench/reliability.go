@@ -4,14 +4,17 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/godist/dist"
+	"github.com/godist/dist/internal/wire"
 )
 
 // envOrphanDriver makes a process that links this package a driver whose 4 workers run calls
@@ -20,6 +23,13 @@ const envOrphanDriver = "GODIST_BENCH_ORPHAN_DRIVER"
 
 // orphanGrace is the exit grace period of the orphan figure's workers.
 const orphanGrace = time.Second
+
+// heapNow returns this process's live heap, for the receive budget figure.
+var heapNow = dist.NewFunc("bench.heap", func(ctx context.Context, _ struct{}) (uint64, error) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc, nil
+})
 
 var stubborn = dist.NewFunc("bench.stubborn", func(ctx context.Context, _ struct{}) (struct{}, error) {
 	fmt.Println("stubborn started")
@@ -81,6 +91,9 @@ func (f lineFunc) Write(p []byte) (int, error) {
 //   - reliability.orphan_exit_ms: from the SIGKILL of a driver to the last of its 4 workers
 //     gone, while each runs a call that ignores its context (the workers' grace period is
 //     1 s: the target is at most the grace period plus 1 s);
+//   - reliability.recv_budget_peak_mib: the peak heap of a worker (sampled every 20 ms for
+//     2 s) while 16 authenticated connections announce 2 GiB raw parts each and send
+//     nothing more, beside the receive budget (WithRecvBudget's default) in MiB;
 //   - reliability.restart_ms: from the SIGKILL of a worker of a cluster started WithRestart
 //     to its replacement answering a call (the median of 5).
 func ReliabilityFigures(ctx context.Context, quick bool, emit func(name string, value float64, unit, baseline string)) error {
@@ -120,6 +133,9 @@ func ReliabilityFigures(ctx context.Context, quick bool, emit func(name string, 
 		}
 	}
 	emit("reliability.orphan_exit_ms", float64(time.Since(t).Microseconds())/1e3, "ms", "")
+	if err := recvBudgetFigure(ctx, emit); err != nil {
+		return err
+	}
 
 	joined := make(chan int, 16)
 	c, err := dist.Start(ctx, dist.WithWorkers(2), dist.WithOutput(os.Stderr),
@@ -169,4 +185,49 @@ func zombie(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+// recvBudgetFigure measures reliability.recv_budget_peak_mib (see ReliabilityFigures).
+func recvBudgetFigure(ctx context.Context, emit func(name string, value float64, unit, baseline string)) error {
+	c, err := dist.Start(ctx, dist.WithWorkers(1), dist.WithOutput(os.Stderr))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	pid := c.Workers()[0]
+	info, _ := c.ProcInfo(pid)
+	var conns []net.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	for range 16 {
+		nc, err := net.Dial(info.Network, info.Addr)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, nc)
+		if err := wire.Dial(nc, []byte(c.Cookie()), 10*time.Second); err != nil {
+			return err
+		}
+		var h [wire.HeaderSize]byte
+		wire.PutHeader(h[:], wire.Header{Kind: wire.KindRequest, Raw: wire.RawBytes, RawLen: 2 << 30, ID: 1})
+		if _, err := nc.Write(h[:]); err != nil {
+			return err
+		}
+	}
+	var peak uint64
+	for range 100 {
+		v, err := heapNow.Call(ctx, c, pid, struct{}{})
+		if err != nil {
+			return err
+		}
+		peak = max(peak, v)
+		time.Sleep(20 * time.Millisecond)
+	}
+	budget := float64(wire.DefaultLimits.MaxRaw+wire.DefaultLimits.MaxCBOR) / (1 << 20)
+	emit("reliability.recv_budget_mib", budget, "MiB", "")
+	emit("reliability.recv_budget_peak_mib", float64(peak)/(1<<20), "MiB", "reliability.recv_budget_mib")
+	return nil
 }

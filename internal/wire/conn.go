@@ -189,6 +189,10 @@ func newConn(nc net.Conn, lim Limits, h Handler, onClose func(error), m *monitor
 // RemoteAddr returns the address of the other end.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
+func (c *Conn) doneCh() <-chan struct{} { return c.done }
+
+func (c *Conn) setReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 

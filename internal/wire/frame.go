@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"time"
 
 	"github.com/godist/dist/internal/payload"
 )
@@ -77,6 +79,13 @@ const (
 type Limits struct {
 	MaxCBOR int // largest CBOR part of a frame
 	MaxRaw  int // largest raw part of a frame
+	// Budget, if not nil, bounds the memory frames being received may claim (see Budget);
+	// the connections of a process share one.
+	Budget *Budget
+	// Stall, if positive, is how long the large parts of a frame being received may go
+	// without a byte arriving before the connection is closed: a sender that announced a
+	// frame and stopped must not hold memory (and budget) for ever.
+	Stall time.Duration
 }
 
 // DefaultLimits allow 64 MiB of structured data and 2 GiB of raw numeric data in one frame.
@@ -157,6 +166,10 @@ func ReadFrame(r io.Reader, lim Limits) (*Frame, error) {
 // rawSource supplies the raw parts that do not come through the stream (FlagRing).
 type rawSource interface {
 	ringRaw(dst []byte) error
+	// done is closed when the connection ends.
+	doneCh() <-chan struct{}
+	// setReadDeadline bounds the next reads of the connection (zero: no bound).
+	setReadDeadline(t time.Time) error
 }
 
 // readFrame is ReadFrame on a connection whose raw parts may also come from src.
@@ -178,13 +191,54 @@ func readFrame(r io.Reader, lim Limits, src rawSource) (*Frame, error) {
 	}
 	f := &sf.Frame
 	f.Header = h
+	// A large frame is read within the process's receive budget and, from a connection,
+	// with its sender watched for stalling.
+	large := int64(h.RawLen)
+	if h.CBORLen > smallCBOR {
+		large += int64(h.CBORLen)
+	}
+	var stall time.Duration
+	if large >= budgetMin {
+		var done <-chan struct{}
+		if src != nil {
+			done = src.doneCh()
+			stall = lim.Stall
+		}
+		if lim.Budget != nil {
+			if err := lim.Budget.acquire(large, done); err != nil {
+				return nil, err
+			}
+			defer lim.Budget.release(large)
+		}
+		if stall > 0 {
+			defer src.setReadDeadline(time.Time{})
+		}
+	}
+	read := func(b []byte) error {
+		if stall <= 0 {
+			_, err := io.ReadFull(r, b)
+			return err
+		}
+		for len(b) > 0 {
+			k := min(len(b), stallChunk)
+			src.setReadDeadline(time.Now().Add(stall))
+			if _, err := io.ReadFull(r, b[:k]); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					return fmt.Errorf("%w: the sender stalled: nothing for %v in a frame of %d bytes", ErrFrame, stall, large)
+				}
+				return err
+			}
+			b = b[k:]
+		}
+		return nil
+	}
 	if h.CBORLen <= smallCBOR {
 		f.CBOR = sf.buf[:h.CBORLen:h.CBORLen]
 	} else {
 		f.CBOR = make([]byte, h.CBORLen)
 	}
 	if h.CBORLen > 0 {
-		if _, err := io.ReadFull(r, f.CBOR); err != nil {
+		if err := read(f.CBOR); err != nil {
 			return nil, truncated(err)
 		}
 	} else {
@@ -200,13 +254,17 @@ func readFrame(r io.Reader, lim Limits, src rawSource) (*Frame, error) {
 				return nil, err
 			}
 			f.Flags &^= FlagRing // how the bytes came is the connection's business
-		} else if _, err := io.ReadFull(r, bytes); err != nil {
+		} else if err := read(bytes); err != nil {
 			return nil, truncated(err)
 		}
 		f.Raw = raw
 	}
 	return f, nil
 }
+
+// stallChunk is how much of a large part is read under one deadline: a sender is stalled
+// when no chunk arrives within the stall time.
+const stallChunk = 4 << 20
 
 // smallCBOR is the CBOR size up to which a frame and its CBOR share one allocation.
 const smallCBOR = 96
