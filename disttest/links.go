@@ -17,10 +17,16 @@ import (
 // workers' sides stay open and silent. Freeze drops every byte from then on, both ways,
 // closing nothing: a link gone dark, which only heartbeats can find.
 //
+// Partition and Heal do what Freeze does for one worker's links only: those of the driver
+// and of every other worker to it (peers reach a worker at the address the driver knows, the
+// proxy's).
+//
 // Everything it opened is closed, and its goroutines have ended, when the test ends.
 type Links struct {
 	frozen atomic.Bool
 	wg     sync.WaitGroup
+	dark   sync.Map // pid → *atomic.Bool: the worker's proxy drops everything
+	byAddr sync.Map // proxy address → *atomic.Bool
 
 	mu     sync.Mutex
 	closed bool
@@ -50,8 +56,10 @@ func (m *Links) Launch(ctx context.Context, spec dist.LaunchSpec) ([]dist.Proces
 		if !track(m, &m.lns, ln) {
 			return out, fmt.Errorf("disttest: Links used after its test ended")
 		}
-		m.wg.Go(func() { m.serve(ln, target) })
-		out = append(out, proxied{p, ln.Addr().String()})
+		off := &atomic.Bool{}
+		m.byAddr.Store(ln.Addr().String(), off)
+		m.wg.Go(func() { m.serve(ln, target, off) })
+		out = append(out, proxied{p, ln.Addr().String(), m})
 	}
 	return out, err
 }
@@ -68,6 +76,22 @@ func (m *Links) Cut() {
 // Freeze makes every link, present and future, drop what it carries without closing.
 func (m *Links) Freeze() { m.frozen.Store(true) }
 
+// Partition makes every link to worker pid, present and future, from the driver or another
+// worker, drop what it carries without closing, until Heal.
+func (m *Links) Partition(t testing.TB, pid int) { m.switchOf(t, pid).Store(true) }
+
+// Heal ends Partition(pid): its links carry bytes again (those dropped meanwhile are lost).
+func (m *Links) Heal(t testing.TB, pid int) { m.switchOf(t, pid).Store(false) }
+
+func (m *Links) switchOf(t testing.TB, pid int) *atomic.Bool {
+	t.Helper()
+	v, ok := m.dark.Load(pid)
+	if !ok {
+		t.Fatalf("disttest: worker %d was not launched by this Links", pid)
+	}
+	return v.(*atomic.Bool)
+}
+
 // track files x in *list unless the Links is closed, and reports whether it did.
 func track[T any](m *Links, list *[]T, x T) bool {
 	m.mu.Lock()
@@ -79,7 +103,7 @@ func track[T any](m *Links, list *[]T, x T) bool {
 	return true
 }
 
-func (m *Links) serve(ln net.Listener, target string) {
+func (m *Links) serve(ln net.Listener, target string, off *atomic.Bool) {
 	for {
 		down, err := ln.Accept()
 		if err != nil {
@@ -95,21 +119,21 @@ func (m *Links) serve(ln net.Listener, target string) {
 			up.Close()
 			return
 		}
-		m.wg.Go(func() { m.pump(up, down) })
-		m.wg.Go(func() { m.pump(down, up) })
+		m.wg.Go(func() { m.pump(up, down, off) })
+		m.wg.Go(func() { m.pump(down, up, off) })
 	}
 }
 
-// pump copies src to dst until src ends, dropping what it reads while frozen. A failed write
-// (dst cut) does not stop it: the other side stays open and reads nothing.
-func (m *Links) pump(dst, src net.Conn) {
+// pump copies src to dst until src ends, dropping what it reads while frozen or off. A failed
+// write (dst cut) does not stop it: the other side stays open and reads nothing.
+func (m *Links) pump(dst, src net.Conn, off *atomic.Bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if err != nil {
 			return
 		}
-		if !m.frozen.Load() {
+		if !m.frozen.Load() && !off.Load() {
 			dst.Write(buf[:n])
 		}
 	}
@@ -131,7 +155,16 @@ func (m *Links) close() {
 // proxied is a launched worker as reached through its proxy.
 type proxied struct {
 	dist.Process
-	addr string
+	addr  string
+	links *Links
+}
+
+// SetPid records which worker the proxy serves, for Partition, and passes it on.
+func (p proxied) SetPid(pid int) {
+	if v, ok := p.links.byAddr.Load(p.addr); ok && pid > 0 {
+		p.links.dark.Store(pid, v)
+	}
+	p.Process.SetPid(pid)
 }
 
 // Addr returns the proxy's address in place of the worker's.
