@@ -17,6 +17,12 @@ var ErrProcessExited = errors.New("dist: process exited")
 // processes leaving handles it too), whose text says "no such process".
 var ErrNoSuchProcess = errors.New("dist: no such process")
 
+// ErrKilledWorker is matched by the error of a Pmap item or a TaskQueue task that was running
+// on workers that died as many times as allowed (Pmap: WithAllowedFailures, default 3; tasks:
+// 3): Dask's KilledWorker. It is not run again, so that it kills no more workers. The error
+// also wraps the last worker's exit, so errors.Is(err, ErrProcessExited) holds as well.
+var ErrKilledWorker = errors.New("dist: the work was running on every worker that died under it")
+
 // ErrUnknownFunc is matched when a call names a function that the remote process never registered,
 // usually because the binaries differ or the NewFunc call is not at package level.
 var ErrUnknownFunc = errors.New("dist: unknown function")

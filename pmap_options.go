@@ -1,7 +1,6 @@
 package dist
 
 import (
-	"errors"
 	"time"
 )
 
@@ -27,11 +26,6 @@ type pmapConfig struct {
 // (with WithRestart, without end). Before that, an item whose worker died runs again
 // elsewhere without counting as a failed run. k < 1 means 1.
 func WithAllowedFailures(k int) PmapOption { return func(c *pmapConfig) { c.lost = max(k, 1) } }
-
-// ErrKilledWorker is matched by the error of a Pmap item that was running on workers that
-// died as many times as WithAllowedFailures allows (Dask's KilledWorker). The error also
-// wraps the last worker's exit, so errors.Is(err, ErrProcessExited) holds as well.
-var ErrKilledWorker = errors.New("dist: the item was running on every worker that died under it")
 
 // WithPool makes Pmap run on the workers of p instead of the cluster's default pool. Pmap
 // takes workers from p as they become free and gives each back when it has no more work for

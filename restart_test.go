@@ -110,3 +110,29 @@ func TestKilledWorker(t *testing.T) {
 		t.Errorf("%d workers crashed, want 2 (the allowed failures)", n)
 	}
 }
+
+// TestKilledWorkerTask queues a task that kills every worker it runs on, in a cluster that
+// replaces its workers: the task fails with ErrKilledWorker after three deaths; a task after
+// it runs.
+func TestKilledWorkerTask(t *testing.T) {
+	c, _ := disttest.Start(t, 2, dist.WithRestart(dist.RestartPolicy{Max: 10, Backoff: 10 * time.Millisecond}))
+	ctx := ctxT(t, 2*time.Minute)
+	q := dist.NewTaskQueue(c, nil)
+	defer q.Close()
+	errs := [2]chan error{make(chan error, 1), make(chan error, 1)}
+	for k, a := range [][2]int{{7, 7}, {1, 7}} {
+		task := dist.NewTask(killer, a, dist.TargetAny(), func(_ *dist.Task, _ int, err error) { errs[k] <- err })
+		if err := q.Enqueue(task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-errs[0]; !errors.Is(err, dist.ErrKilledWorker) || !errors.Is(err, dist.ErrProcessExited) {
+		t.Fatalf("the killing task: %v, want ErrKilledWorker", err)
+	}
+	if err := <-errs[1]; err != nil {
+		t.Fatalf("the other task: %v", err)
+	}
+	if err := q.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

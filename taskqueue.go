@@ -173,6 +173,9 @@ func (q *TaskQueue) feed(pid int, f *taskFeeder) {
 			if requeued {
 				return
 			}
+			if t.st.Lost() >= sched.MaxLost {
+				err = fmt.Errorf("%w: task %q, after %d of them: %w", ErrKilledWorker, t.name, t.st.Lost(), err)
+			}
 		}
 		t.callBack(out, err)
 		q.mu.Lock()

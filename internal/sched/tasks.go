@@ -47,7 +47,11 @@ type Task[T any] struct {
 	dropped  error        // why it left the queue before running everywhere; nil if it did not
 	finished bool
 	errs     []error
+	lost     int // runs lost with their process (Requeue)
 }
+
+// Lost returns how many runs of the task were lost with the process that ran them.
+func (t *Task[T]) Lost() int { return t.lost }
 
 // Queued reports whether the task (the rest of it, for AllProcs) waits in the queue.
 func (t *Task[T]) Queued() bool { return t.inQueue }
@@ -263,9 +267,11 @@ func (s *Tasks[T]) Finish(t *Task[T], err error) {
 // Requeue handles a run of t cut short because its process left (RemoveProc it first): the
 // task goes back to its place in the queue, ahead of later tasks of its priority, if another
 // process may still run it, and Requeue reports true. Otherwise it reports false, and the run
-// is to be finished with its error as usual. An AllProcs task is never requeued.
+// is to be finished with its error as usual. An AllProcs task is never requeued, nor a task
+// lost with its process MaxLost times: it may be what kills them (t.Lost tells).
 func (s *Tasks[T]) Requeue(t *Task[T]) bool {
-	if t.Target.Kind == AllProcs || (t.Target.Kind == SomePids && s.stranded(t)) {
+	t.lost++
+	if t.Target.Kind == AllProcs || (t.Target.Kind == SomePids && s.stranded(t)) || t.lost >= MaxLost {
 		return false
 	}
 	t.running--
