@@ -313,6 +313,7 @@ func (c *Cluster) membersChanged() {
 		}
 		r.mu.Unlock()
 		u := membersUpdate{Version: v, Pids: c.Procs()}
+		live := subs[:0]
 		for _, pid := range subs {
 			if !c.isMember(pid) || c.isExiting(pid) {
 				r.mu.Lock()
@@ -320,11 +321,32 @@ func (c *Cluster) membersChanged() {
 				r.mu.Unlock()
 				continue
 			}
-			if c.send(c.ctx, pid, callHeader{Fn: fnMembers}, u) == nil {
-				c.memberMsgs.Add(1)
-			}
+			live = append(live, pid)
 		}
+		c.push(u, live)
 	}()
+}
+
+// push (driver) sends u to the followers pids: over the tree when they are many, so that the
+// driver sends a few lists rather than one per follower.
+func (c *Cluster) push(u membersUpdate, pids []int) {
+	if len(pids) >= treeMin && c.allToAll() {
+		slices.Sort(pids)
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.connTimeout+c.cfg.hbTimeout)
+		defer cancel()
+		if _, errs, err := c.callTree(ctx, fnMembers, u, pids); err == nil {
+			c.memberMsgs.Add(int64(min(treeFanout, len(pids))))
+			for pid, err := range errs {
+				c.log.Debug("membership push failed", "pid", pid, "err", err)
+			}
+			return
+		}
+	}
+	for _, pid := range pids {
+		if c.send(c.ctx, pid, callHeader{Fn: fnMembers}, u) == nil {
+			c.memberMsgs.Add(1)
+		}
+	}
 }
 
 // isExiting (driver) reports whether pid was asked to exit.

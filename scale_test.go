@@ -238,3 +238,37 @@ func TestCrossedDialsOneConnection(t *testing.T) {
 		return true
 	})
 }
+
+// TestManyFollowers has every one of 40 workers follow the membership: a worker that joins
+// and one that is killed afterwards reach every follower (pushed over the tree).
+func TestManyFollowers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("40 worker processes: not in -short runs")
+	}
+	c, _ := disttest.Start(t, 40)
+	ctx := ctxT(t, 2*time.Minute)
+	ws := c.Workers()
+	if _, err := workersSeen.On(ctx, c, ws, struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+	added, err := c.AddProcs(ctx, nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := ws[3]
+	disttest.Kill(t, c, victim)
+	want := slices.DeleteFunc(append(slices.Clone(ws), added...), func(p int) bool { return p == victim })
+	live := slices.DeleteFunc(slices.Clone(ws), func(p int) bool { return p == victim })
+	disttest.Eventually(t, time.Minute, "every follower to see the join and the kill", func() bool {
+		seen, err := workersSeen.On(ctx, c, live, struct{}{})
+		if err != nil {
+			return false
+		}
+		for _, s := range seen {
+			if !slices.Equal(s, want) {
+				return false
+			}
+		}
+		return true
+	})
+}
